@@ -1,0 +1,1 @@
+"""The ``pdl`` command line (installed as ``pdlkit.cli``): parses arguments, prints, calls pdlkit."""

@@ -1,0 +1,262 @@
+"""Typed configuration: dataclasses holding every default, YAML files and ``KEY=VALUE`` overrides.
+
+A config is a tree of dataclasses (:class:`Config` at the root).  YAML files override the defaults,
+``--set a.b=c`` overrides those.  An unknown key anywhere is an error naming the key and its nearest
+valid spelling.  Defaults are the paper's Cityscapes recipe (DESIGN.md §5).
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "LossConfig",
+    "DataConfig",
+    "SolverConfig",
+    "PostProcessConfig",
+    "TestConfig",
+    "Config",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid (unknown key, wrong type, unreadable file)."""
+
+
+@dataclass
+class ModelConfig:
+    # resnet18 | resnet50 | resnet101 | resnet52 (deep stem) | mobilenet_v3_large
+    backbone: str = "resnet50"
+    output_stride: int = 16
+    # None: ImageNet weights from torchvision's local cache when present, else from scratch (warning).
+    # A path: a torchvision or detectron2 backbone state dict.  "none": from scratch, no warning.
+    pretrained: Optional[str] = None
+    norm: str = "BN"  # BN | SyncBN (under DDP on CUDA) | GN
+    aspp_channels: int = 256
+    aspp_rates: tuple = (6, 12, 18)
+    aspp_dropout: float = 0.1
+    semantic_decoder_channels: int = 256
+    semantic_low_level_channels: tuple = (64, 32)  # projections of the stride-8 and stride-4 features
+    semantic_head_channels: int = 256
+    instance_decoder_channels: int = 128
+    instance_low_level_channels: tuple = (32, 16)
+    instance_head_channels: int = 32
+    depthwise_separable: bool = True  # 5x5 depthwise-separable fusion convs in the decoders
+
+
+@dataclass
+class LossConfig:
+    semantic_weight: float = 1.0
+    semantic_top_k: float = 0.2  # bootstrapped CE keeps the hardest 20% of pixels
+    center_weight: float = 200.0
+    offset_weight: float = 0.01
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cityscapes"  # cityscapes | coco
+    root: str = "datasets/cityscapes"
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: tuple = (512, 1024)  # (height, width)
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    flip: bool = True
+    num_workers: int = 4
+    sigma: float = 8.0
+    small_instance_area: int = 4096
+    small_instance_weight: float = 3.0
+    ignore_stuff_in_offset: bool = True
+    ignore_crowd_in_semantic: bool = False
+    mean: tuple = (123.675, 116.28, 103.53)
+    std: tuple = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class SolverConfig:
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    max_iter: int = 90000
+    batch_size: int = 32  # total over all processes
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+    clip_grad_norm: Optional[float] = None
+    amp: bool = True  # only takes effect on CUDA
+    checkpoint_period: int = 5000
+    log_period: int = 20
+
+
+@dataclass
+class PostProcessConfig:
+    threshold: float = 0.1
+    nms_kernel: int = 7
+    top_k: int = 200
+    stuff_area: int = 2048
+    label_divisor: int = 1000
+    void_label: int = -1
+
+
+@dataclass
+class TestConfig:
+    eval_period: int = 0  # 0: evaluate only at the end of training
+    tta_scales: tuple = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    tta_flip: bool = True
+    max_eval_images: int = 0  # 0: the whole split
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    post: PostProcessConfig = field(default_factory=PostProcessConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output_dir: str = "output"
+    seed: int = 0
+
+    # ---------------------------------------------------------------- conversion
+    def to_dict(self) -> dict:
+        """Plain nested dict (tuples become lists) suitable for YAML, JSON and checkpoints."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "config") -> "Config":
+        cfg = cls()
+        _merge(cfg, data, prefix="", source=source)
+        return cfg
+
+    def merge_file(self, path: str | os.PathLike) -> "Config":
+        data = _read_yaml(path)
+        _merge(self, data, prefix="", source=str(path))
+        return self
+
+    def apply_overrides(self, overrides: typing.Iterable[str]) -> "Config":
+        """Apply ``a.b=c`` strings; values are parsed as YAML scalars / lists."""
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form KEY=VALUE")
+            key, _, raw = item.partition("=")
+            key = key.strip()
+            value = _parse_value(raw)
+            nested: Any = value
+            for part in reversed(key.split(".")):
+                nested = {part: nested}
+            _merge(self, nested, prefix="", source="--set")
+        return self
+
+    def copy(self) -> "Config":
+        return copy.deepcopy(self)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
+    cfg = Config()
+    if path is not None:
+        cfg.merge_file(path)
+    cfg.apply_overrides(overrides)
+    return cfg
+
+
+# -------------------------------------------------------------------- helpers
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _read_yaml(path: str | os.PathLike) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections")
+    return data
+
+
+def _parse_value(raw: str) -> Any:
+    import yaml
+
+    raw = raw.strip()
+    try:
+        return yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+
+
+def _merge(target: Any, data: dict, *, prefix: str, source: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    hints = typing.get_type_hints(type(target))
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if key not in fields:
+            names = [prefix + n for n in fields]
+            close = difflib.get_close_matches(dotted, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{source}: unknown config key {dotted!r}{hint}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, prefix=dotted + ".", source=source)
+        else:
+            setattr(target, key, _coerce(value, hints[key], dotted, source))
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+    bad = ConfigError(f"{source}: {key} expects {getattr(hint, '__name__', hint)}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise bad
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise bad
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise bad
+        return str(value)
+    if hint is tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return tuple(value)
+    return value
