@@ -1,0 +1,237 @@
+"""File access shared by the evaluators and the converter: PNG reading, id compaction, atomic writes.
+
+Ground truth follows the layout that cityscapesscripts' ``createPanopticImgs`` writes
+(``gtFine/cityscapes_panoptic_{split}.json`` + ``gtFine/cityscapes_panoptic_{split}/``) beside the
+Cityscapes ``gtFine/{split}/{city}/*_gtFine_{labelIds,instanceIds}.png``; predictions follow
+DESIGN.md §3 (``DIR/panoptic.json``, ``DIR/panoptic/<file_name>``, ``DIR/semantic/<file_name>``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+from pdlkit.errors import DataError
+
+__all__ = [
+    "read_panoptic_png",
+    "read_label_png",
+    "index_map",
+    "load_json",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_write_png",
+    "load_ground_truth",
+    "load_predictions",
+]
+
+
+def _decode(path: Path) -> np.ndarray:
+    import cv2
+
+    try:
+        encoded = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable PNG (empty, corrupt or unsupported)")
+    return image
+
+
+def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a COCO-panoptic PNG as ``[H, W]`` int32 segment ids, id = R + 256·G + 256²·B.
+
+    Alpha, if present, is ignored (as cityscapesscripts' ``rgb2id`` does).
+    """
+    path = Path(path)
+    image = _decode(path)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+        raise DataError(
+            f"{path}: a panoptic PNG must be 8-bit RGB, got shape {image.shape} of {image.dtype}"
+        )
+    # OpenCV decodes to BGR(A): channel 2 is R, 1 is G, 0 is B.
+    ids = image[:, :, 2].astype(np.int32)
+    ids |= image[:, :, 1].astype(np.int32) << 8
+    ids |= image[:, :, 0].astype(np.int32) << 16
+    return ids
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a single-channel label PNG (8- or 16-bit gray, or palette indices) as ``[H, W]``."""
+    path = Path(path)
+    image = _decode(path)
+    if image.ndim == 2:
+        return image
+    # OpenCV expands palette images to colour; their indices are the labels, as PIL reads them.
+    from PIL import Image
+
+    with Image.open(path) as pil_image:
+        if pil_image.mode not in ("P", "L", "I", "I;16"):
+            raise DataError(f"{path}: a label PNG must have one channel, got mode {pil_image.mode}")
+        return np.asarray(pil_image)
+
+
+def index_map(id_map: np.ndarray, known_ids: np.ndarray) -> np.ndarray:
+    """Replace every id by its position in ``known_ids``; ids not listed become ``len(known_ids)``.
+
+    ``id_map`` ``[H, W]`` non-negative ints, ``known_ids`` ``[S]`` unique non-negative ints (any
+    order).  Returns ``[H, W]`` int64.  A lookup table (one gather per pixel) serves ids below 2²²;
+    larger ids fall back to a binary search.
+    """
+    known_ids = np.asarray(known_ids, dtype=np.int64)
+    unknown = len(known_ids)
+    max_id = int(id_map.max(initial=0))
+    if max_id < (1 << 22):
+        lookup = np.full(max_id + 1, unknown, dtype=np.int64)
+        in_range = known_ids <= max_id
+        lookup[known_ids[in_range]] = np.nonzero(in_range)[0]
+        return lookup[id_map]
+    order = np.argsort(known_ids)
+    sorted_ids = known_ids[order]
+    flat = id_map.astype(np.int64).ravel()
+    position = np.searchsorted(sorted_ids, flat)
+    position_clipped = np.minimum(position, max(unknown - 1, 0))
+    found = (position < unknown) & (sorted_ids[position_clipped] == flat) if unknown else np.zeros(
+        flat.shape, bool
+    )
+    result = np.where(found, order[position_clipped] if unknown else 0, unknown)
+    return result.reshape(id_map.shape)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the file ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+# ---------------------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temp_name, path)
+    except BaseException:
+        try:
+            os.unlink(temp_name)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python numbers, so the file is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(data), indent=indent, allow_nan=False) + "\n")
+
+
+def atomic_write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Encode ``image`` (``[H, W]`` gray or ``[H, W, 3]`` RGB, uint8/uint16) as PNG, atomically."""
+    import cv2
+
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - OpenCV fails only on unsupported dtypes, which callers avoid
+        raise DataError(f"{path}: could not encode the PNG")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
+# ---------------------------------------------------------------------------------- dataset files
+def load_ground_truth(data_root: str | os.PathLike, split: str) -> Dict[str, Any]:
+    """Find the panoptic ground truth of ``split`` under a Cityscapes-layout root.
+
+    Returns ``{"json": the panoptic json, "panoptic_dir": Path, "label_ids": {image_id: Path},
+    "instance_ids": {image_id: Path}}``.  Raises :class:`DataError` naming what is missing.
+    """
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DataError(f"{root}: the dataset root does not exist")
+    json_path = root / "gtFine" / f"cityscapes_panoptic_{split}.json"
+    panoptic_dir = root / "gtFine" / f"cityscapes_panoptic_{split}"
+    if not json_path.is_file() or not panoptic_dir.is_dir():
+        raise DataError(
+            f"{root}: not a prepared dataset root for split {split!r} "
+            f"({json_path.relative_to(root)} or {panoptic_dir.relative_to(root)}/ is missing; "
+            f"run `pdl prepare`)"
+        )
+    gt_json = load_json(json_path)
+    if not isinstance(gt_json, dict) or not all(k in gt_json for k in ("annotations", "categories")):
+        raise DataError(f"{json_path}: not a COCO panoptic json (needs 'annotations' and 'categories')")
+    label_ids: Dict[str, Path] = {}
+    instance_ids: Dict[str, Path] = {}
+    split_dir = root / "gtFine" / split
+    if split_dir.is_dir():
+        for path in split_dir.glob("*/*_gtFine_labelIds.png"):
+            label_ids[path.name[: -len("_gtFine_labelIds.png")]] = path
+        for path in split_dir.glob("*/*_gtFine_instanceIds.png"):
+            instance_ids[path.name[: -len("_gtFine_instanceIds.png")]] = path
+    return {
+        "json": gt_json,
+        "json_path": json_path,
+        "panoptic_dir": panoptic_dir,
+        "label_ids": label_ids,
+        "instance_ids": instance_ids,
+    }
+
+
+def load_predictions(predictions_dir: str | os.PathLike) -> Dict[str, Any]:
+    """Index a predictions folder (DESIGN.md §3) by image id.
+
+    Returns ``{"dir": Path, "json_path": Path, "annotations": {image_id: annotation}}``; raises
+    :class:`DataError` when the folder, ``panoptic.json`` or ``panoptic/`` is missing or malformed.
+    """
+    directory = Path(predictions_dir)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: the predictions folder does not exist")
+    json_path = directory / "panoptic.json"
+    if not json_path.is_file() or not (directory / "panoptic").is_dir():
+        raise DataError(
+            f"{directory}: not a predictions folder (needs panoptic.json and panoptic/, "
+            f"as `pdl predict` writes them)"
+        )
+    data = load_json(json_path)
+    annotations = data.get("annotations") if isinstance(data, dict) else None
+    if not isinstance(annotations, list):
+        raise DataError(f"{json_path}: expected a COCO panoptic result with an 'annotations' list")
+    by_id: Dict[str, Any] = {}
+    for annotation in annotations:
+        if not isinstance(annotation, dict) or not {"image_id", "file_name", "segments_info"} <= set(
+            annotation
+        ):
+            raise DataError(
+                f"{json_path}: every annotation needs image_id, file_name and segments_info"
+            )
+        by_id[str(annotation["image_id"])] = annotation
+    return {"dir": directory, "json_path": json_path, "annotations": by_id}

@@ -1,0 +1,217 @@
+"""Panoptic quality (PQ = SQ × RQ), equal to cityscapesscripts' ``evalPanopticSemanticLabeling``.
+
+Per image, one joint histogram of (ground-truth segment, predicted segment) pixel pairs (a
+``bincount`` over a combined index) gives every intersection at once; matching, void and crowd
+handling then work on that small matrix.  The rules are the official evaluator's:
+
+- a ground-truth segment and a predicted segment of the same category match when
+  ``IoU > 0.5``, where the union leaves out the predicted segment's pixels on void (id 0);
+  ground-truth crowd segments never match;
+- the ground-truth segment's area is the json's ``area``; the predicted segment's area is counted
+  in the PNG;
+- unmatched non-crowd ground-truth segments are false negatives;
+- an unmatched predicted segment is a false positive unless more than half of it lies on void
+  plus the same category's crowd region;
+- class averages take only the categories with ``tp + fp + fn > 0``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Mapping, Sequence
+
+import numpy as np
+
+from pdlkit.errors import DataError
+
+from ._io import index_map
+
+__all__ = ["PQStats", "pq_image_stats", "pq_summary"]
+
+VOID_ID = 0
+
+
+@dataclass
+class PQStats:
+    """Sums over images, one entry per category (in the order of the categories list).
+
+    tp, fp, fn ``[K]`` int64; iou ``[K]`` float64 (sum of the matched pairs' IoU).
+    """
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    iou: np.ndarray
+
+    @classmethod
+    def zeros(cls, num_categories: int) -> "PQStats":
+        return cls(
+            np.zeros(num_categories, np.int64),
+            np.zeros(num_categories, np.int64),
+            np.zeros(num_categories, np.int64),
+            np.zeros(num_categories, np.float64),
+        )
+
+    def __iadd__(self, other: "PQStats") -> "PQStats":
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        self.iou += other.iou
+        return self
+
+
+def pq_image_stats(
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[Mapping],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[Mapping],
+    category_index: Mapping[int, int],
+    *,
+    image_id: str = "",
+) -> PQStats:
+    """PQ counts of one image.
+
+    ``gt_ids`` / ``pred_ids``: ``[H, W]`` segment id maps (0 = void); ``gt_segments`` /
+    ``pred_segments``: COCO ``segments_info`` lists (``id``, ``category_id``; ground truth also
+    ``area`` and ``iscrowd``); ``category_index``: category id -> position in the result arrays.
+    Raises :class:`DataError` (naming ``image_id``) for predictions the official evaluator rejects:
+    a PNG id missing from the json, a json id missing from the PNG, an unknown category.
+    """
+    if gt_ids.shape != pred_ids.shape:
+        raise DataError(
+            f"image {image_id}: prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]} but the ground "
+            f"truth is {gt_ids.shape[1]}x{gt_ids.shape[0]} (width x height)"
+        )
+    num_categories = len(category_index)
+    stats = PQStats.zeros(num_categories)
+
+    # Ground-truth rows: 0 = void, 1..G = segments, G + 1 = ids the json does not list (ignored).
+    gt_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in gt_segments], np.int64)
+    num_gt_rows = len(gt_seg_ids) + 1
+    gt_index = index_map(gt_ids, gt_seg_ids)
+
+    # Predicted columns: 0 = void, 1..P = segments, P + 1 = ids the json does not list (an error).
+    pred_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in pred_segments], np.int64)
+    if len(np.unique(pred_seg_ids)) != len(pred_seg_ids):
+        raise DataError(f"image {image_id}: the prediction json lists a segment id twice (or id 0)")
+    num_pred_cols = len(pred_seg_ids) + 1
+    pred_index = index_map(pred_ids, pred_seg_ids)
+
+    joint = np.bincount(
+        (gt_index * num_pred_cols + pred_index).ravel(), minlength=num_gt_rows * num_pred_cols
+    ).reshape(num_gt_rows, num_pred_cols)
+
+    pred_area = joint.sum(axis=0)
+    if pred_area[-1] > 0:
+        present = np.unique(pred_ids[pred_index == num_pred_cols - 1])
+        raise DataError(
+            f"image {image_id}: segment ids {present[:5].tolist()} are in the prediction PNG but not "
+            f"in its json"
+        )
+    missing = [int(pred_seg_ids[k]) for k in range(1, len(pred_seg_ids)) if pred_area[k] == 0]
+    if missing:
+        raise DataError(
+            f"image {image_id}: segment ids {missing[:5]} are in the prediction json but not in its PNG"
+        )
+
+    try:
+        pred_cat = np.array([category_index[int(s["category_id"])] for s in pred_segments], np.int64)
+    except KeyError as exc:
+        raise DataError(f"image {image_id}: a predicted segment has unknown category_id {exc}") from None
+    gt_cat = np.array([category_index.get(int(s["category_id"]), -1) for s in gt_segments], np.int64)
+    gt_area = np.array([s["area"] for s in gt_segments], np.int64)
+    gt_crowd = np.array([int(s.get("iscrowd", 0)) == 1 for s in gt_segments], bool)
+
+    inter = joint[1 : 1 + len(gt_segments), 1 : 1 + len(pred_segments)]  # [G, P]
+    pred_void = joint[0, 1 : 1 + len(pred_segments)]  # [P]
+    area_p = pred_area[1 : 1 + len(pred_segments)]
+
+    candidate = (
+        (inter > 0)
+        & (gt_cat[:, None] == pred_cat[None, :])
+        & (gt_cat[:, None] >= 0)
+        & ~gt_crowd[:, None]
+    )
+    union = area_p[None, :] + gt_area[:, None] - inter - pred_void[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(candidate, inter / np.where(candidate, union, 1), 0.0)
+    matched = candidate & (iou > 0.5)
+    gi, pi = np.nonzero(matched)
+    np.add.at(stats.tp, gt_cat[gi], 1)
+    np.add.at(stats.iou, gt_cat[gi], iou[gi, pi])
+    gt_matched = matched.any(axis=1)
+    pred_matched = matched.any(axis=0)
+
+    # Ground truth with a category outside the list cannot be counted; the official evaluator
+    # would fail on it, and createPanopticImgs never writes one.
+    counted_fn = ~gt_matched & ~gt_crowd & (gt_cat >= 0)
+    np.add.at(stats.fn, gt_cat[counted_fn], 1)
+
+    # The official evaluator keeps one crowd segment per category: the last one listed.
+    crowd_row_of_category: Dict[int, int] = {}
+    for g in np.nonzero(gt_crowd)[0]:
+        crowd_row_of_category[int(gt_cat[g])] = int(g)
+    ignored = pred_void.astype(np.int64).copy()
+    for p in range(len(pred_segments)):
+        crowd_row = crowd_row_of_category.get(int(pred_cat[p]))
+        if crowd_row is not None:
+            ignored[p] += inter[crowd_row, p]
+    is_fp = ~pred_matched & ~(ignored / area_p > 0.5)
+    np.add.at(stats.fp, pred_cat[is_fp], 1)
+    return stats
+
+
+def pq_summary(stats: PQStats, categories: Sequence[Mapping]) -> Dict:
+    """PQ, SQ, RQ in percent (0..100) for all, things and stuff, and per category.
+
+    ``categories``: the ground-truth json's list (``id``, ``name``, ``isthing``), in the order of
+    ``stats``.  A group's average is over its categories with ``tp + fp + fn > 0`` (``n`` of them);
+    when there are none its PQ/SQ/RQ are None.  Per category: ``PQ``, ``SQ``, ``RQ``, ``tp``, ``fp``,
+    ``fn``, ``category_id``, ``isthing``, ``present``; absent categories have 0.0, as officially.
+    """
+    per_class: Dict[str, Dict] = {}
+    pq = np.zeros(len(categories))
+    sq = np.zeros(len(categories))
+    rq = np.zeros(len(categories))
+    present = (stats.tp + stats.fp + stats.fn) > 0
+    for k, category in enumerate(categories):
+        tp, fp, fn = int(stats.tp[k]), int(stats.fp[k]), int(stats.fn[k])
+        if present[k]:
+            denominator = tp + 0.5 * fp + 0.5 * fn
+            pq[k] = stats.iou[k] / denominator
+            sq[k] = stats.iou[k] / tp if tp else 0.0
+            rq[k] = tp / denominator
+        per_class[str(category["name"])] = {
+            "PQ": 100.0 * pq[k],
+            "SQ": 100.0 * sq[k],
+            "RQ": 100.0 * rq[k],
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "category_id": int(category["id"]),
+            "isthing": bool(category.get("isthing", 0)),
+            "present": bool(present[k]),
+        }
+
+    def group(selected: np.ndarray) -> Dict:
+        chosen = selected & present
+        n = int(chosen.sum())
+        if n == 0:
+            return {"PQ": None, "SQ": None, "RQ": None, "n": 0}
+        return {
+            "PQ": 100.0 * float(pq[chosen].sum() / n),
+            "SQ": 100.0 * float(sq[chosen].sum() / n),
+            "RQ": 100.0 * float(rq[chosen].sum() / n),
+            "n": n,
+        }
+
+    is_thing = np.array([bool(c.get("isthing", 0)) for c in categories], bool)
+    everything = group(np.ones(len(categories), bool))
+    return {
+        "PQ": everything["PQ"],
+        "SQ": everything["SQ"],
+        "RQ": everything["RQ"],
+        "n": everything["n"],
+        "things": group(is_thing),
+        "stuff": group(~is_thing),
+        "per_class": per_class,
+    }

@@ -1,0 +1,75 @@
+"""Class IoU and mIoU, equal to cityscapesscripts' ``evalPixelLevelSemanticLabeling``.
+
+The official evaluator builds a confusion matrix over all label ids and scores each evaluated class
+``c`` as ``tp / (tp + fp + fn)`` with
+
+- ``tp``: ground truth ``c`` predicted ``c``;
+- ``fn``: ground truth ``c`` predicted anything else, including ids that are not evaluated;
+- ``fp``: ground truth of another *evaluated* class predicted ``c`` (pixels whose ground truth is
+  not evaluated never count);
+
+and the mean is over the classes whose IoU is defined (``tp + fp + fn > 0``).  Folding every
+non-evaluated label id into one extra row/column gives the same numbers from a
+``(K + 1) × (K + 1)`` matrix.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+
+from pdlkit.errors import DataError
+
+from ._io import index_map
+
+__all__ = ["confusion_matrix", "iou_summary"]
+
+
+def confusion_matrix(
+    gt_labels: np.ndarray, pred_labels: np.ndarray, class_ids: Sequence[int], *, image_id: str = ""
+) -> np.ndarray:
+    """``[K + 1, K + 1]`` int64 pixel counts (row: ground truth, column: prediction).
+
+    ``gt_labels`` / ``pred_labels``: ``[H, W]`` dataset label ids; ``class_ids``: the ``K``
+    evaluated label ids; index ``K`` collects every other id.
+    """
+    if gt_labels.shape != pred_labels.shape:
+        raise DataError(
+            f"image {image_id}: semantic prediction is {pred_labels.shape[1]}x{pred_labels.shape[0]} "
+            f"but the ground truth is {gt_labels.shape[1]}x{gt_labels.shape[0]} (width x height)"
+        )
+    num_classes = len(class_ids)
+    ids = np.asarray(class_ids, np.int64)
+    if (gt_labels < 0).any() or (pred_labels < 0).any():
+        raise DataError(f"image {image_id}: negative label ids in a semantic map")
+    gt_index = index_map(gt_labels, ids)
+    pred_index = index_map(pred_labels, ids)
+    size = num_classes + 1
+    return np.bincount((gt_index * size + pred_index).ravel(), minlength=size * size).reshape(
+        size, size
+    )
+
+
+def iou_summary(confusion: np.ndarray, class_names: Sequence[str]) -> Dict:
+    """mIoU and per-class IoU in percent (0..100) from a ``[K + 1, K + 1]`` confusion matrix.
+
+    Classes with ``tp + fp + fn == 0`` have IoU None and do not enter the mean (the official
+    evaluator's NaN); ``mIoU`` is None when no class is defined.
+    """
+    num_classes = len(class_names)
+    evaluated = confusion[:num_classes].astype(np.int64)
+    tp = np.diagonal(evaluated)[:num_classes]
+    fn = evaluated.sum(axis=1) - tp
+    fp = evaluated[:, :num_classes].sum(axis=0) - tp
+    denominator = tp + fp + fn
+    per_class = {}
+    values = []
+    for k, name in enumerate(class_names):
+        if denominator[k] == 0:
+            per_class[str(name)] = None
+        else:
+            iou = float(tp[k]) / float(denominator[k])
+            per_class[str(name)] = 100.0 * iou
+            values.append(iou)
+    mean = 100.0 * (sum(values) / len(values)) if values else None
+    return {"mIoU": mean, "per_class_iou": per_class, "n": len(values)}
