@@ -45,6 +45,10 @@ class ModelConfig:
     aspp_channels: int = 256
     aspp_rates: tuple = (6, 12, 18)
     aspp_dropout: float = 0.1
+    # Image-pooling window of the ASPP in input pixels (h, w), divided by the output stride; None: global
+    # average pooling.  detectron2's checkpoints use their train crop (512, 1024), which at 1024x2048
+    # inference pools local windows instead of the whole image.
+    aspp_pooling_size: Optional[tuple] = None
     semantic_decoder_channels: int = 256
     semantic_low_level_channels: tuple = (64, 32)  # projections of the stride-8 and stride-4 features
     semantic_head_channels: int = 256
