@@ -1,0 +1,305 @@
+"""``Predictor``: a checkpoint (or a model in memory) -> panoptic predictions of RGB images.
+
+Pipeline per batch of equal-sized images: uint8 RGB ``[N, H, W, 3]`` -> device -> normalised with
+the config's mean / std -> zero-padded to the network's ``size_divisibility`` (zero = the mean after
+normalisation) -> network (optionally TTA, AMP on CUDA) -> cropped back -> ``pdlkit.ops.
+panoptic_merge_batched`` on the logits with the config's post-processing settings -> ``Prediction``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from pdlkit.errors import DataError, PdlError
+
+from .tta import forward_tta
+
+__all__ = ["Prediction", "Predictor", "segments_from_panoptic"]
+
+
+@dataclass
+class Prediction:
+    """The panoptic prediction of one image of size ``[H, W]``.
+
+    panoptic:       [H, W] int32, train-id space: ``train_id * label_divisor + k`` (k >= 1 for thing
+                    instances, 0 for stuff), ``void_label`` (-1) where nothing was assigned.
+    semantic:       [H, W] int64 train ids (argmax of the semantic head).
+    segments:       one dict per segment of ``panoptic``, sorted by id: ``id`` (the value in
+                    ``panoptic``), ``category_id`` (dataset category id), ``train_id``, ``iscrowd`` 0,
+                    ``area``, ``bbox`` [x, y, w, h], ``isthing``; things also have ``score``
+                    (objectness x class score), ``objectness`` (heatmap at the instance's center),
+                    ``class_score`` (mean softmax probability of its class over its pixels) and
+                    ``center`` [y, x].
+    center_heatmap: [H, W] float32 raw center heatmap.
+    offsets:        [2, H, W] float32 raw offsets (y, x), in pixels.
+    centers:        [K, 2] int64 (y, x) centers of the instances in ``instances`` order.
+    instance_ids:   [K] panoptic ids of the instances, in center (raster) order.
+    """
+
+    panoptic: np.ndarray
+    semantic: np.ndarray
+    segments: List[Dict[str, Any]]
+    center_heatmap: np.ndarray
+    offsets: np.ndarray
+    centers: np.ndarray
+    instance_ids: List[int] = field(default_factory=list)
+    label_divisor: int = 1000
+    void_label: int = -1
+
+    @property
+    def instances(self) -> List[Dict[str, Any]]:
+        """The thing segments (instances), in center (raster) order, as in ``centers``."""
+        by_id = {s["id"]: s for s in self.segments}
+        return [by_id[i] for i in self.instance_ids]
+
+    @property
+    def height(self) -> int:
+        return int(self.panoptic.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.panoptic.shape[1])
+
+
+def segments_from_panoptic(
+    panoptic: torch.Tensor,
+    spec,
+    label_divisor: int,
+    instance_info: Dict[int, Dict[str, Any]],
+) -> List[Dict[str, Any]]:
+    """Segments (area, bbox, categories) of a train-id-space panoptic map.
+
+    panoptic: [H, W] int tensor, negative = void.  instance_info maps a thing's panoptic id to its
+    extra fields (score, objectness, class_score, center).  Areas and boxes come from one
+    sorted-unique pass and scatter reductions, not a loop over segments.
+    """
+    height, width = panoptic.shape
+    flat = panoptic.reshape(-1)
+    ids, inverse, counts = torch.unique(flat, return_inverse=True, return_counts=True)
+    positions = torch.arange(flat.numel(), device=flat.device)
+    ys, xs = positions // width, positions % width
+    num = ids.numel()
+    big = torch.full((num,), height * width, dtype=torch.int64, device=flat.device)
+    small = torch.full((num,), -1, dtype=torch.int64, device=flat.device)
+    y0 = big.scatter_reduce(0, inverse, ys, reduce="amin")
+    x0 = big.clone().scatter_reduce(0, inverse, xs, reduce="amin")
+    y1 = small.scatter_reduce(0, inverse, ys, reduce="amax")
+    x1 = small.clone().scatter_reduce(0, inverse, xs, reduce="amax")
+    rows = torch.stack([ids.long(), counts, y0, x0, y1, x1], dim=1).cpu().tolist()
+
+    segments = []
+    for seg_id, area, top, left, bottom, right in rows:
+        if seg_id < 0:
+            continue
+        train_id = seg_id // label_divisor
+        if train_id >= spec.num_classes:
+            raise RuntimeError(f"panoptic id {seg_id} names class {train_id} outside the dataset spec")
+        segment = {
+            "id": int(seg_id),
+            "category_id": int(spec.category_ids[train_id]),
+            "train_id": int(train_id),
+            "iscrowd": 0,
+            "area": int(area),
+            "bbox": [int(left), int(top), int(right - left + 1), int(bottom - top + 1)],
+            "isthing": bool(spec.is_thing[train_id]),
+        }
+        if seg_id in instance_info:
+            segment.update(instance_info[seg_id])
+        segments.append(segment)
+    return segments
+
+
+class Predictor:
+    """Panoptic-DeepLab inference on ``[H, W, 3]`` uint8 RGB arrays.
+
+    ``Predictor(weights, device)`` loads a pdlkit checkpoint (DESIGN.md §3): its config, dataset spec
+    and model state; ``Predictor.from_model(model, cfg, spec, device)`` wraps a model in memory.
+    ``tta`` runs ``cfg.test.tta_scales`` (+ flip when ``cfg.test.tta_flip``); ``amp`` (default: on
+    for CUDA) runs the network in float16 autocast.
+    """
+
+    def __init__(self, weights: str | os.PathLike, device: str | torch.device | None = "cpu", *,
+                 tta: bool = False, amp: Optional[bool] = None):
+        from pdlkit.config import Config
+
+        path = Path(weights)
+        if path.suffix.lower() == ".onnx":
+            raise PdlError(f"{path}: ONNX weights are not supported yet; pass a .pt checkpoint")
+        if not path.is_file():
+            raise PdlError(f"{path}: weights file not found")
+        from pdlkit.data.spec import DatasetSpec
+        from pdlkit.engine import load_checkpoint
+        from pdlkit.modeling import build_model
+
+        checkpoint = load_checkpoint(path, map_location="cpu")
+        missing = [k for k in ("model", "config", "dataset") if k not in checkpoint]
+        if missing:
+            raise DataError(f"{path}: not a pdlkit checkpoint (missing {', '.join(missing)})")
+        cfg = Config.from_dict(checkpoint["config"], source=str(path))
+        cfg.model.pretrained = "none"  # the checkpoint holds every weight; never look for ImageNet ones
+        spec = DatasetSpec.from_dict(checkpoint["dataset"])
+        model = build_model(cfg.model, spec.num_classes)
+        state = {k[len("module."):] if k.startswith("module.") else k: v
+                 for k, v in checkpoint["model"].items()}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:2])
+            raise DataError(f"{path}: the weights do not fit the checkpoint's model ({detail})") from None
+        self._setup(model, cfg, spec, device, tta, amp)
+        self.weights = path
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, cfg, spec, device: str | torch.device | None = None,
+                   *, tta: bool = False, amp: Optional[bool] = None) -> "Predictor":
+        """Wrap a model in memory (e.g. the trainer's, for evaluation); ``device`` None keeps the
+        model's own device."""
+        predictor = cls.__new__(cls)
+        if device is None:
+            param = next(iter(model.parameters()), None)
+            device = param.device if param is not None else "cpu"
+        predictor._setup(model, cfg, spec, device, tta, amp)
+        predictor.weights = None
+        return predictor
+
+    def _setup(self, model, cfg, spec, device, tta, amp) -> None:
+        self.device = _resolve_device(device)
+        self.cfg = cfg
+        self.spec = spec
+        self.model = model.to(self.device).eval()
+        self.tta = bool(tta)
+        self.amp = (self.device.type == "cuda") if amp is None else bool(amp and self.device.type == "cuda")
+        self.size_divisibility = int(getattr(model, "size_divisibility", 1) or 1)
+        self.mean = torch.tensor(cfg.data.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.data.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.thing_ids = [i for i, thing in enumerate(spec.is_thing) if thing]
+        # seconds spent in the network / in post-processing, summed over calls (for benchmarks)
+        self.timings = {"network": 0.0, "postprocess": 0.0}
+
+    @property
+    def label_divisor(self) -> int:
+        return int(self.cfg.post.label_divisor)
+
+    # ------------------------------------------------------------------ inference
+    def __call__(self, image: np.ndarray) -> Prediction:
+        """Predict one ``[H, W, 3]`` uint8 RGB image."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> List[Prediction]:
+        """Predict several images; images of one size share a forward pass, others run alone."""
+        for index, image in enumerate(images):
+            _check_image(image, index)
+        predictions: List[Optional[Prediction]] = [None] * len(images)
+        groups: Dict[tuple, List[int]] = {}
+        for index, image in enumerate(images):
+            groups.setdefault(image.shape, []).append(index)
+        for indices in groups.values():
+            batch = np.stack([images[i] for i in indices])
+            for i, prediction in zip(indices, self._predict_stack(batch)):
+                predictions[i] = prediction
+        return predictions  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _predict_stack(self, batch: np.ndarray) -> List[Prediction]:
+        """batch: [N, H, W, 3] uint8 RGB -> N predictions."""
+        import time
+
+        from pdlkit.ops import panoptic_merge_batched
+
+        start = time.perf_counter()
+        pixels = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        images = (pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        test = self.cfg.test
+        outputs = forward_tta(
+            self.model,
+            images,
+            size_divisibility=self.size_divisibility,
+            scales=test.tta_scales if self.tta else (1.0,),
+            flip=bool(test.tta_flip) if self.tta else False,
+            amp=self.amp,
+        )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        network_done = time.perf_counter()
+
+        post = self.cfg.post
+        results = panoptic_merge_batched(
+            outputs["semantic"],
+            outputs["center"],
+            outputs["offset"],
+            self.thing_ids,
+            label_divisor=post.label_divisor,
+            stuff_area=post.stuff_area,
+            void_label=post.void_label,
+            threshold=post.threshold,
+            nms_kernel=post.nms_kernel,
+            top_k=post.top_k,
+        )
+        predictions = []
+        centers_all = outputs["center"][:, 0].cpu().numpy()
+        offsets_all = outputs["offset"].cpu().numpy()
+        for index, result in enumerate(results):
+            predictions.append(self._to_prediction(result, centers_all[index], offsets_all[index]))
+        end = time.perf_counter()
+        self.timings["network"] += network_done - start
+        self.timings["postprocess"] += end - network_done
+        return predictions
+
+    def _to_prediction(self, result, center_heatmap: np.ndarray, offsets: np.ndarray) -> Prediction:
+        ids = result.ids.cpu().tolist()
+        centers = result.centers.cpu().to(torch.int64)
+        objectness = result.objectness.cpu().tolist()
+        class_scores = result.class_scores.cpu().tolist()
+        scores = result.scores.cpu().tolist()
+        center_list = centers.tolist()
+        instance_info = {
+            int(seg_id): {
+                "score": float(scores[k]),
+                "objectness": float(objectness[k]),
+                "class_score": float(class_scores[k]),
+                "center": [int(center_list[k][0]), int(center_list[k][1])],
+            }
+            for k, seg_id in enumerate(ids)
+        }
+        segments = segments_from_panoptic(result.panoptic, self.spec, self.label_divisor, instance_info)
+        return Prediction(
+            panoptic=result.panoptic.cpu().numpy().astype(np.int32, copy=False),
+            semantic=result.semantic.cpu().numpy().astype(np.int64, copy=False),
+            segments=segments,
+            center_heatmap=center_heatmap,
+            offsets=offsets,
+            centers=centers.numpy().reshape(-1, 2),
+            instance_ids=[int(i) for i in ids],
+            label_divisor=self.label_divisor,
+            void_label=int(self.cfg.post.void_label),
+        )
+
+
+def _check_image(image: Any, index: int) -> None:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image {index}: expected a numpy array [H, W, 3] uint8, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"image {index}: expected an [H, W, 3] uint8 RGB array, got shape {tuple(image.shape)} "
+            f"dtype {image.dtype} (pdlkit.inference.read_image converts files)"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image {index}: empty image of shape {tuple(image.shape)}")
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise PdlError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PdlError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
+    return resolved
