@@ -164,8 +164,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.loss_fn = PanopticDeepLabLoss(cfg.loss).to(self.device)
 
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.solver.lr, weight_decay=cfg.solver.weight_decay)
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self._trainable, lr=cfg.solver.lr, weight_decay=cfg.solver.weight_decay)
         from .schedule import WarmupPolyLR
 
         self.scheduler = WarmupPolyLR(self.optimizer, max_iter=cfg.solver.max_iter, power=cfg.solver.poly_power,
@@ -338,7 +338,6 @@ class Trainer:
                 torch.cuda.synchronize()
 
     def _loop(self, model, writer, stop_request: _StopRequest) -> None:
-        import torch
         from tqdm.auto import tqdm
 
         from .metrics import WindowAverage, format_seconds, pick_eval_scalars
@@ -352,42 +351,13 @@ class Trainer:
         window = WindowAverage()
         bar = tqdm(total=max_iter, initial=self.iteration, desc="train", unit="it", dynamic_ncols=True,
                    disable=not (context.is_main and self.progress), smoothing=0.05)
-        autocast = (torch.autocast(device_type="cuda", dtype=torch.float16) if self.use_amp else nullcontext())
-        parameters = [p for p in _unwrap(model).parameters() if p.requires_grad]
         run_start, run_start_iteration = time.perf_counter(), self.iteration
         try:
             while self.iteration < max_iter:
                 step_start = time.perf_counter()
                 batch = next(batches)
                 data_time = time.perf_counter() - step_start
-                images = batch["image"].to(self.device, non_blocking=True)
-                targets = {key: value.to(self.device, non_blocking=True)
-                           for key, value in batch.items() if key != "image" and torch.is_tensor(value)}
-
-                with autocast:
-                    outputs = model(images)
-                    losses = self.loss_fn(outputs, targets)
-                # One all-reduce carries the loss terms (for logging and the NaN check, which all
-                # ranks must agree on) and the stop flag (so all ranks stop at the same iteration).
-                reduced = torch.stack([losses[key].detach().float() for key in LOSS_TERMS]
-                                      + [torch.tensor(float(stop_request.signum is not None), device=self.device)])
-                context.all_reduce_sum(reduced)
-                reduced = reduced.cpu()
-                loss_values = (reduced[:len(LOSS_TERMS)] / context.world_size).tolist()
-                stop_now = reduced[-1].item() > 0
-                if not all(math.isfinite(v) for v in loss_values):
-                    self._raise_non_finite(loss_values)
-
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(losses["total"]).backward()
-                if cfg.solver.clip_grad_norm is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(parameters, cfg.solver.clip_grad_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.scheduler.step()
-                self.iteration += 1
+                loss_values, lr, stop_now = self.run_step(batch, stop_requested=stop_request.signum is not None)
                 step_time = time.perf_counter() - step_start
 
                 window.add({**{f"loss_{k}" if k != "total" else "loss": v for k, v in zip(LOSS_TERMS, loss_values)},
@@ -425,6 +395,45 @@ class Trainer:
             elapsed = time.perf_counter() - run_start
             logger.info("trained %d iterations in %s", self.iteration - run_start_iteration, format_seconds(elapsed))
 
+    def run_step(self, batch: dict, *, stop_requested: bool = False):
+        """One optimisation step on ``batch`` (``{"image": [N, 3, H, W], targets...}``, this rank's
+        slice).  Returns (mean loss terms over all ranks in ``LOSS_TERMS`` order, the learning rate
+        used, whether any rank asked to stop).  Raises :class:`NonFiniteLossError` before touching
+        the weights when the loss is NaN or infinite on any rank."""
+        import torch
+
+        cfg, context = self.cfg, self.context
+        model = self.model
+        images = batch["image"].to(self.device, non_blocking=True)
+        targets = {key: value.to(self.device, non_blocking=True)
+                   for key, value in batch.items() if key != "image" and torch.is_tensor(value)}
+        autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        with autocast:
+            outputs = model(images)
+            losses = self.loss_fn(outputs, targets)
+        # One all-reduce carries the loss terms (for logging, and for the NaN check, which all ranks
+        # must agree on) and the stop flag (so that all ranks stop at the same iteration).
+        reduced = torch.stack([losses[key].detach().float() for key in LOSS_TERMS]
+                              + [torch.tensor(float(stop_requested), device=self.device)])
+        context.all_reduce_sum(reduced)
+        reduced = reduced.cpu()
+        loss_values = (reduced[:len(LOSS_TERMS)] / context.world_size).tolist()
+        stop_now = reduced[-1].item() > 0
+        if not all(math.isfinite(v) for v in loss_values):
+            self._raise_non_finite(loss_values)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        if cfg.solver.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self._trainable, cfg.solver.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.iteration += 1
+        return loss_values, lr, stop_now
+
     def _raise_non_finite(self, loss_values) -> None:
         terms = ", ".join(f"{name} {value}" for name, value in zip(LOSS_TERMS, loss_values))
         where = (f"the last good checkpoint is {self.last_good_checkpoint}" if self.last_good_checkpoint
@@ -456,7 +465,11 @@ def evaluate_model(model, cfg: Config, spec, device, *, work_dir) -> dict:
     from ..evaluation import evaluate_predictions
     from ..inference import Predictor, predict_paths
 
-    records = load_records(cfg.data.root, cfg.data.val_split, dataset=cfg.data.dataset)
+    try:
+        records = load_records(cfg.data.root, cfg.data.val_split, dataset=cfg.data.dataset, spec=spec)
+    except DataError as exc:
+        logger.warning("skipping evaluation: %s", exc)
+        return {}
     if not records:
         logger.warning("no %r images under %s: skipping evaluation", cfg.data.val_split, cfg.data.root)
         return {}
@@ -464,9 +477,11 @@ def evaluate_model(model, cfg: Config, spec, device, *, work_dir) -> dict:
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="eval_", dir=work_dir) as tmp:
         tmp = Path(tmp)
-        image_paths = sorted(Path(r.image_path) for r in records)
-        if limit and limit < len(image_paths):
+        image_paths = [Path(r.image_path) for r in records]
+        image_ids = None
+        if limit and limit < len(records):
             # Predict a subset: link the chosen images into a folder laid out like the split.
+            image_ids = [r.image_id for r in records[:limit]]
             source_root = Path(os.path.commonpath([str(p.parent) for p in image_paths]))
             subset_root = tmp / "images"
             for path in image_paths[:limit]:
@@ -483,7 +498,7 @@ def evaluate_model(model, cfg: Config, spec, device, *, work_dir) -> dict:
         predictions = tmp / "predictions"
         predict_paths(predictor, str(inputs), predictions, progress=False)
         return evaluate_predictions(cfg.data.root, cfg.data.val_split, predictions, spec=spec,
-                                    compute_ap=False, progress=False)
+                                    compute_ap=False, progress=False, image_ids=image_ids)
 
 
 # ---------------------------------------------------------------------------------------- helpers
