@@ -209,7 +209,8 @@ def load_ground_truth(data_root: str | os.PathLike, split: str) -> Dict[str, Any
 def load_predictions(predictions_dir: str | os.PathLike) -> Dict[str, Any]:
     """Index a predictions folder (DESIGN.md §3) by image id.
 
-    Returns ``{"dir": Path, "json_path": Path, "annotations": {image_id: annotation}}``; raises
+    Returns ``{"dir": Path, "json_path": Path, "annotations": {image_id: annotation},
+    "categories": the json's categories or None}``; raises
     :class:`DataError` when the folder, ``panoptic.json`` or ``panoptic/`` is missing or malformed.
     """
     directory = Path(predictions_dir)
@@ -234,4 +235,9 @@ def load_predictions(predictions_dir: str | os.PathLike) -> Dict[str, Any]:
                 f"{json_path}: every annotation needs image_id, file_name and segments_info"
             )
         by_id[str(annotation["image_id"])] = annotation
-    return {"dir": directory, "json_path": json_path, "annotations": by_id}
+    return {
+        "dir": directory,
+        "json_path": json_path,
+        "annotations": by_id,
+        "categories": data.get("categories"),
+    }

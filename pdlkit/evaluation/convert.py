@@ -28,6 +28,7 @@ from ._io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    load_json,
     load_predictions,
     read_panoptic_png,
 )
@@ -42,6 +43,22 @@ FORMATS = ("cityscapes", "coco")
 def thing_category_ids_of(spec) -> list:
     """Dataset category ids of a :class:`~pdlkit.data.spec.DatasetSpec`'s thing classes."""
     return [int(spec.category_ids[t]) for t in spec.thing_ids]
+
+
+def _thing_category_ids(predictions: Dict, spec) -> list:
+    """Thing category ids: from ``spec``, else the folder's ``spec.json`` (written by pdl predict),
+    else ``panoptic.json``'s categories, else Cityscapes'."""
+    from pdlkit.data.spec import DatasetSpec, cityscapes_spec
+
+    if spec is not None:
+        return thing_category_ids_of(spec)
+    spec_path = predictions["dir"] / "spec.json"
+    if spec_path.is_file():
+        return thing_category_ids_of(DatasetSpec.from_dict(load_json(spec_path)))
+    categories = predictions["categories"]
+    if isinstance(categories, list) and categories:
+        return [int(c["id"]) for c in categories if c.get("isthing")]
+    return thing_category_ids_of(cityscapes_spec())
 
 
 def _encode_mask_png(mask: np.ndarray) -> bytes:
@@ -63,18 +80,15 @@ def convert_predictions(
 ) -> Dict:
     """Write the instance predictions of a panoptic predictions folder (DESIGN.md §3).
 
-    ``spec`` (a :class:`~pdlkit.data.spec.DatasetSpec`, default Cityscapes) says which category ids
-    are things.  Returns ``{"images": N, "instances": M, "output": path of the txt folder or json}``.
+    ``spec`` (a :class:`~pdlkit.data.spec.DatasetSpec`) says which category ids are things; by
+    default the folder's ``spec.json`` (written by ``pdl predict``), else the ``categories`` of its
+    ``panoptic.json``, else Cityscapes.  Returns ``{"images": N, "instances": M, "output": path of the txt folder or json}``.
     Every file is written atomically.
     """
     if format not in FORMATS:
         raise PdlError(f"unknown instance format {format!r}; choose one of {', '.join(FORMATS)}")
-    if spec is None:
-        from pdlkit.data.spec import cityscapes_spec
-
-        spec = cityscapes_spec()
-    thing_ids = thing_category_ids_of(spec)
     predictions = load_predictions(predictions_dir)
+    thing_ids = _thing_category_ids(predictions, spec)
     panoptic_dir = predictions["dir"] / "panoptic"
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,46 @@
+"""Id compaction and PNG reading helpers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pdlkit.errors import DataError
+from pdlkit.evaluation._io import atomic_write_png, index_map, read_label_png, read_panoptic_png
+
+
+@pytest.mark.parametrize("scale", [1, 1 << 23])  # lookup-table path and binary-search path
+def test_index_map_positions_and_unknown(scale):
+    rng = np.random.default_rng(0)
+    known = np.array([5, 0, 9, 3], np.int64) * scale
+    values = rng.choice(np.array([5, 0, 9, 3, 7, 11], np.int64) * scale, size=(6, 7))
+    result = index_map(values, known)
+    expected = np.vectorize(lambda v: list(known).index(v) if v in known else len(known))(values)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_panoptic_png_round_trip(tmp_path):
+    ids = np.array([[0, 1, 256], [65536, 26001, 256 ** 3 - 1]], np.int64)
+    rgb = np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
+    atomic_write_png(tmp_path / "p.png", rgb)
+    np.testing.assert_array_equal(read_panoptic_png(tmp_path / "p.png"), ids)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temporary file left behind
+
+
+def test_label_png_palette_reads_indices(tmp_path):
+    from PIL import Image
+
+    labels = np.array([[0, 7], [26, 33]], np.uint8)
+    image = Image.fromarray(labels, mode="L").convert("P")
+    image.putpalette([v for i in range(256) for v in (i, 255 - i, 3 * i % 256)])
+    image.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_label_png(tmp_path / "p.png"), np.asarray(Image.open(tmp_path / "p.png")))
+
+
+def test_unreadable_png_is_named(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="bad.png"):
+        read_panoptic_png(bad)
+    with pytest.raises(DataError, match="8-bit RGB"):
+        atomic_write_png(tmp_path / "gray.png", np.zeros((2, 2), np.uint8))
+        read_panoptic_png(tmp_path / "gray.png")
