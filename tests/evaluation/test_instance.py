@@ -25,6 +25,9 @@ def test_precision_recall_integration_by_hand():
     ap = _average_precision(np.array([1.0, 0.0]), np.array([0.9, 0.95]), 1)
     assert ap == pytest.approx(0.125)
     assert _average_precision(np.array([1.0]), np.array([0.3]), 0) == pytest.approx(1.0)
+    # Targets all missed and every prediction ignored: no ranked example at all.  The official
+    # tool fails with an IndexError here; zero recall gives AP 0.
+    assert _average_precision(np.array([]), np.array([]), 2) == 0.0
 
 
 def test_small_crowd_and_void_rules():

@@ -105,3 +105,10 @@ def test_image_subset(gt_root, tmp_path):
     (pred_dir / "panoptic.json").write_text(json.dumps(index))
     subset = evaluate_predictions(gt_root, "val", pred_dir, progress=False, image_ids=keep)
     assert subset["num_images"] == 3
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_toy_dataset_predictions_match_official(toy_root, tmp_path, seed):
+    """The same equality on the toy set that ``pdl prepare toy`` writes (the data layer's generator)."""
+    pred_dir = scenes.write_predictions(toy_root, "val", tmp_path / "pred", seed=seed, perturb=True)
+    _check_against_official(toy_root, pred_dir, tmp_path)
