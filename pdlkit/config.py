@@ -235,7 +235,10 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Union:  # Optional[X]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        # For Optional[str] the word "none" is a value (model.pretrained: none = no weights); only
+        # YAML null means None there.
+        null_words = ("null",) if str in args else ("none", "null")
+        if value is None or (isinstance(value, str) and value.lower() in null_words):
             return None
         hint = next(a for a in args if a is not type(None))
     bad = ConfigError(f"{source}: {key} expects {getattr(hint, '__name__', hint)}, got {value!r}")
