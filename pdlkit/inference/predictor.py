@@ -210,11 +210,11 @@ class Predictor:
         """batch: [N, H, W, 3] uint8 RGB -> N predictions."""
         import time
 
-        from pdlkit.ops import panoptic_merge_batched
+        from pdlkit.ops.panoptic_merge import panoptic_merge_batched
 
         start = time.perf_counter()
         pixels = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        images = (pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        images = (pixels.permute(0, 3, 1, 2).contiguous().float() - self.mean) / self.std
         test = self.cfg.test
         outputs = forward_tta(
             self.model,

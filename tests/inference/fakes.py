@@ -12,19 +12,18 @@ class ConvPanopticNet(nn.Module):
     """A fixed random conv net with Panoptic-DeepLab's output contract.
 
     forward(images [N, 3, H, W]) -> {"semantic": [N, C, H, W], "center": [N, 1, H, W] in (0, 1),
-    "offset": [N, 2, H, W] (y, x)}.  Convolutions zero-pad, so on inputs padded with zeros the
-    outputs over the original pixels equal those of the unpadded input; it insists on inputs that
-    are multiples of ``size_divisibility`` to prove the predictor pads.
+    "offset": [N, 2, H, W] (y, x)}.  It insists on inputs that are multiples of
+    ``size_divisibility`` to prove the predictor pads.
     """
 
     def __init__(self, num_classes: int, size_divisibility: int = 8, seed: int = 0):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.size_divisibility = size_divisibility
-        self.features = nn.Conv2d(3, 8, 3, padding=1)
-        self.semantic = nn.Conv2d(8, num_classes, 3, padding=1)
-        self.center = nn.Conv2d(8, 1, 5, padding=2)
-        self.offset = nn.Conv2d(8, 2, 3, padding=1)
+        self.features = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.semantic = nn.Conv2d(8, num_classes, 3, padding=1, bias=False)
+        self.center = nn.Conv2d(8, 1, 5, padding=2, bias=False)
+        self.offset = nn.Conv2d(8, 2, 3, padding=1, bias=False)
         with torch.no_grad():
             for param in self.parameters():
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)

@@ -1,0 +1,155 @@
+"""predict_paths: mixed inputs, the DESIGN §3 files, reruns, overwrite, raw outputs."""
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from pdlkit.errors import PdlError
+from pdlkit.inference import Predictor, predict_paths
+from pdlkit.inference.writers import rgb_to_ids
+
+from .fakes import ConvPanopticNet, small_config, toy_spec
+
+
+def _write_rgb(path, image):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture
+def predictor():
+    spec = toy_spec()
+    return Predictor.from_model(ConvPanopticNet(spec.num_classes, size_divisibility=8), small_config(), spec, "cpu")
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """Good images, a corrupt one, grayscale, RGBA, 16-bit, and one name in two sub-folders."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "in"
+    _write_rgb(root / "a_leftImg8bit.png", rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    _write_rgb(root / "b.jpg", rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    _write_rgb(root / "city1" / "same.png", rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    _write_rgb(root / "city2" / "same.png", rng.integers(0, 256, (17, 23, 3), dtype=np.uint8))
+    cv2.imwrite(str(root / "gray.png"), rng.integers(0, 256, (20, 28), dtype=np.uint8))
+    cv2.imwrite(str(root / "rgba.png"), rng.integers(0, 256, (21, 30, 4), dtype=np.uint8))
+    cv2.imwrite(str(root / "deep16.png"), rng.integers(0, 65536, (19, 26, 3), dtype=np.uint16))
+    (root / "city1" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return root
+
+
+EXPECTED = ["a", "b", "city1/same", "city2/same", "deep16", "gray", "rgba"]
+
+
+def _check_files(out, spec):
+    index = json.loads((out / "panoptic.json").read_text())
+    assert sorted(a["file_name"] for a in index["annotations"]) == sorted(e + ".png" for e in EXPECTED)
+    assert [c["id"] for c in index["categories"]] == list(spec.category_ids)
+    assert [c["isthing"] for c in index["categories"]] == [int(t) for t in spec.is_thing]
+    assert [c["color"] for c in index["categories"]] == [list(c) for c in spec.colors]
+    for annotation in index["annotations"]:
+        assert annotation["image_id"] == annotation["file_name"].split("/")[-1][: -len(".png")]
+        rgb = cv2.cvtColor(cv2.imread(str(out / "panoptic" / annotation["file_name"])), cv2.COLOR_BGR2RGB)
+        ids = rgb_to_ids(rgb)
+        segments = {s["id"]: s for s in annotation["segments_info"]}
+        present = set(np.unique(ids).tolist()) - {0}
+        assert present == set(segments)  # every segment in the png and every png id in the json
+        for seg_id, segment in segments.items():
+            assert seg_id // 1000 == segment["category_id"] and segment["category_id"] in spec.category_ids
+            assert segment["area"] == int((ids == seg_id).sum())
+            assert segment["iscrowd"] == 0
+            assert ("score" in segment) == bool(segment["isthing"])
+        semantic = cv2.imread(str(out / "semantic" / annotation["file_name"]), cv2.IMREAD_UNCHANGED)
+        assert semantic.dtype == np.uint8 and semantic.shape == ids.shape
+        assert set(np.unique(semantic).tolist()) <= set(spec.category_ids)
+        # stuff pixels of the panoptic png carry the semantic class of the same pixel
+        stuff = (ids > 0) & (ids % 1000 == 0)
+        np.testing.assert_array_equal(semantic[stuff], ids[stuff] // 1000)
+    return index
+
+
+def test_mixed_folder(predictor, mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    summary = predict_paths(predictor, mixed_folder, out, batch_size=2, progress=False)
+    assert summary.processed == 7 and summary.skipped == 0
+    assert len(summary.failed) == 1
+    path, reason = summary.failed[0]
+    assert path.endswith("corrupt.png") and "corrupt.png" in reason
+    index = _check_files(out, predictor.spec)
+    sizes = {a["file_name"]: cv2.imread(str(out / "panoptic" / a["file_name"])).shape[:2]
+             for a in index["annotations"]}
+    assert sizes["city1/same.png"] == (24, 32) and sizes["city2/same.png"] == (17, 23)
+    assert sizes["gray.png"] == (20, 28) and sizes["deep16.png"] == (19, 26)
+    assert json.loads((out / "spec.json").read_text()) == predictor.spec.to_dict()
+    # no temporary files are left behind
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_rerun_skips_and_overwrite_redoes(predictor, mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    predict_paths(predictor, mixed_folder, out, progress=False)
+    outputs = sorted(p for p in out.rglob("*.png"))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in outputs}
+    calls = len(predictor.model.seen_shapes)
+
+    again = predict_paths(predictor, mixed_folder, out, progress=False)
+    assert (again.processed, again.skipped, len(again.failed)) == (0, 7, 1)
+    assert len(predictor.model.seen_shapes) == calls  # the network did not run
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in outputs} == before
+
+    # a crash that lost panoptic.json loses nothing: the per-image records rebuild it
+    (out / "panoptic.json").unlink()
+    predict_paths(predictor, mixed_folder, out, progress=False)
+    _check_files(out, predictor.spec)
+
+    for p in outputs:
+        os.utime(p, ns=(1, 1))
+    redo = predict_paths(predictor, mixed_folder, out, overwrite=True, progress=False)
+    assert (redo.processed, redo.skipped) == (7, 0)
+    for p in outputs:
+        assert p.stat().st_mtime_ns != 1
+        assert p.read_bytes() == before[p][1]  # same model, same files
+
+
+def test_save_raw_and_single_file_and_glob(predictor, mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    summary = predict_paths(predictor, mixed_folder / "b.jpg", out, save_raw=True, progress=False)
+    assert summary.processed == 1 and not summary.failed
+    with np.load(out / "raw" / "b.npz") as raw:
+        assert raw["center_heatmap"].shape == (24, 32) and raw["center_heatmap"].dtype == np.float16
+        assert raw["offsets"].shape == (2, 24, 32)
+        assert raw["centers"].ndim == 2 and raw["centers"].shape[1] == 2
+        assert raw["semantic"].shape == (24, 32)
+    from pdlkit.inference import read_image
+
+    prediction = predictor(read_image(mixed_folder / "b.jpg"))
+    with np.load(out / "raw" / "b.npz") as raw:
+        np.testing.assert_allclose(raw["center_heatmap"], prediction.center_heatmap, atol=2e-3)
+        np.testing.assert_array_equal(raw["centers"], prediction.centers)
+        np.testing.assert_array_equal(raw["semantic"], prediction.semantic)
+
+    globbed = predict_paths(predictor, str(mixed_folder / "city*" / "*.png"), tmp_path / "g", progress=False)
+    assert globbed.processed == 2 and len(globbed.failed) == 1
+    assert (tmp_path / "g" / "panoptic" / "city1" / "same.png").is_file()
+    assert (tmp_path / "g" / "panoptic" / "city2" / "same.png").is_file()
+
+
+def test_same_output_name_in_one_folder_is_reported(predictor, tmp_path):
+    rng = np.random.default_rng(0)
+    _write_rgb(tmp_path / "in" / "x.png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    _write_rgb(tmp_path / "in" / "x.bmp", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    summary = predict_paths(predictor, tmp_path / "in", tmp_path / "out", progress=False)
+    assert summary.processed == 1
+    assert len(summary.failed) == 1 and "same output name" in summary.failed[0][1]
+
+
+def test_empty_and_missing_input(predictor, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PdlError, match="no images found"):
+        predict_paths(predictor, tmp_path / "empty", tmp_path / "out", progress=False)
+    with pytest.raises(PdlError, match="no such file or folder"):
+        predict_paths(predictor, tmp_path / "nope", tmp_path / "out", progress=False)
