@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AugmentParams", "sample_augment_params", "apply_augment", "resize_pair", "pad_pair", "crop_pair",
-           "flip_pair"]
+__all__ = ["AugmentParams", "sample_augment_params", "apply_augment", "apply_augment_reference", "resize_pair",
+           "pad_pair", "crop_pair", "flip_pair"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,49 @@ def flip_pair(image: np.ndarray, panoptic: np.ndarray):
 def apply_augment(image: np.ndarray, panoptic_rgb: np.ndarray, params: AugmentParams, crop_hw: tuple, *,
                   mean: np.ndarray, std: np.ndarray, panoptic_fill: int):
     """image [H, W, 3] uint8 RGB, panoptic_rgb [H, W, 3] uint8 -> (normalised image [h, w, 3] f32,
-    panoptic ids [h, w] int32) at ``crop_hw``.  Padding is the mean pixel (0 after normalising)."""
+    panoptic ids [h, w] int32) at ``crop_hw``: resize to ``params.resized_hw``, pad bottom/right with
+    the mean pixel (0 after normalising) and ``panoptic_fill``, crop at ``params.crop_yx``, flip.
+
+    One affine warp per array computes only the crop's pixels, sampling the source exactly where
+    ``cv2.resize`` would (pixel centres: src = (dst + 0.5) / scale - 0.5, edges clamped), so the result
+    is :func:`apply_augment_reference` without materialising the resized image (up to 4x the source
+    at scale 2).
+    """
+    import cv2
+
+    from .io import rgb_to_id
+
+    height, width = panoptic_rgb.shape[:2]
+    crop_h, crop_w = crop_hw
+    resized_h, resized_w = params.resized_hw
+    y0, x0 = params.crop_yx
+    scale_y, scale_x = resized_h / height, resized_w / width
+    # destination (row r, column c) -> resized (Y, X) = (r + y0, x0 + c) or, flipped, (x0 + crop_w - 1 - c)
+    # -> source ((Y + .5) / scale_y - .5, (X + .5) / scale_x - .5)
+    sign = -1.0 if params.flip else 1.0
+    first_x = x0 + (crop_w - 1 if params.flip else 0)
+    to_source = np.array([[sign / scale_x, 0.0, (first_x + 0.5) / scale_x - 0.5],
+                          [0.0, 1.0 / scale_y, (y0 + 0.5) / scale_y - 0.5]])
+    flags = cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(image, to_source, (crop_w, crop_h), flags=flags | cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    warped_panoptic = cv2.warpAffine(panoptic_rgb, to_source, (crop_w, crop_h), flags=flags | cv2.INTER_NEAREST,
+                                     borderMode=cv2.BORDER_REPLICATE)
+    normalised = (warped.astype(np.float32) - mean) / std
+    panoptic = rgb_to_id(warped_panoptic)
+    # what lies beyond the resized image is padding
+    rows = np.arange(crop_h) + y0
+    cols = first_x + sign * np.arange(crop_w)
+    pad = (rows[:, None] >= resized_h) | (cols[None, :] >= resized_w)
+    if pad.any():
+        normalised[pad] = 0.0
+        panoptic[pad] = panoptic_fill
+    return normalised, panoptic
+
+
+def apply_augment_reference(image: np.ndarray, panoptic_rgb: np.ndarray, params: AugmentParams, crop_hw: tuple,
+                            *, mean: np.ndarray, std: np.ndarray, panoptic_fill: int):
+    """:func:`apply_augment` step by step (resize, normalise, pad, crop, flip); slow, for tests."""
     from .io import rgb_to_id
 
     image, panoptic_rgb = resize_pair(image, panoptic_rgb, params.resized_hw)

@@ -13,7 +13,7 @@ from PIL import Image
 from pdlkit.config import Config
 from pdlkit.data import TARGET_KEYS, build_train_dataset, cityscapes_spec, load_records, segments_from_info
 from pdlkit.data.dataset import _unused_id
-from pdlkit.data.transforms import AugmentParams, apply_augment, flip_pair
+from pdlkit.data.transforms import AugmentParams, apply_augment, apply_augment_reference, flip_pair
 from pdlkit.errors import DataError
 
 
@@ -157,6 +157,26 @@ def test_augmentation_keeps_image_and_labels_aligned(resized, crop_yx, flip):
     row = out_ids[inner.any(1).argmax()]
     cols = (row[row > 0] % 100)
     assert (np.all(np.diff(cols) <= 0) if flip else np.all(np.diff(cols) >= 0))
+
+
+@pytest.mark.parametrize("scale, crop_yx, flip", [(1.0, (0, 0), False), (1.0, (0, 0), True), (0.6, (0, 0), True),
+                                                  (1.7, (20, 33), False), (1.37, (11, 70), True), (2.0, (64, 1), False)])
+def test_warped_augmentation_equals_resize_pad_crop_flip(toy_root, scale, crop_yx, flip):
+    """The one-warp fast path against the step-by-step reference (cv2.resize, np.pad, slicing)."""
+    dataset = build_train_dataset(_cfg(toy_root), cityscapes_spec())
+    image, panoptic_rgb, record = dataset.read(4)
+    params = AugmentParams((round(64 * scale), round(128 * scale)), crop_yx, flip)
+    kwargs = dict(mean=dataset.mean, std=dataset.std, panoptic_fill=0)
+    fast_image, fast_ids = apply_augment(image, panoptic_rgb, params, (56, 100), **kwargs)
+    ref_image, ref_ids = apply_augment_reference(image, panoptic_rgb, params, (56, 100), **kwargs)
+    assert fast_image.shape == ref_image.shape == (56, 100, 3) and fast_ids.dtype == np.int32
+    # bilinear weights are fixed-point in warpAffine: at most one grey level apart
+    assert np.abs((fast_image - ref_image) * dataset.std).max() <= 1.0 + 1e-4
+    # nearest neighbour differs only where a sample falls within 1/1024 px of a pixel boundary
+    assert np.mean(fast_ids != ref_ids) < 0.02
+    if scale == 1.0:
+        assert np.array_equal(fast_ids, ref_ids)
+    assert np.array_equal(fast_image == 0, ref_image == 0)  # the same padding
 
 
 def test_flip_twice_is_identity_and_flipped_targets_mirror(toy_root):
