@@ -326,10 +326,10 @@ def _scene(rng, height: int, width: int) -> list:
     ground_span = H - horizon
     things = []
     counts = {"car": rng.integers(1, 6), "person": rng.integers(1, 6), "rider": rng.integers(0, 3),
-              "bicycle": rng.integers(0, 3), "truck": int(rng.uniform() < 0.35)}
+              "bicycle": rng.integers(0, 3), "truck": int(rng.uniform() < 0.5)}
     for kind, count in counts.items():
         for _ in range(count):
-            depth = rng.uniform(0.08, 1.05)  # fraction of the ground below the horizon
+            depth = rng.uniform(0.15, 1.05)  # fraction of the ground below the horizon
             ground_y = horizon + depth * ground_span
             on_road = kind in ("car", "truck", "rider") or rng.uniform() < 0.3
             if on_road:
