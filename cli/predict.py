@@ -32,14 +32,20 @@ def command(input, weights, output, batch_size, device, tta, overwrite, save_raw
     """
     from pathlib import Path
 
+    import cv2
+
     from pdlkit.errors import PdlError
-    from pdlkit.inference import Predictor, predict_paths
+    from pdlkit.inference import Predictor, find_images, predict_paths
+
+    # corrupt files are reported by pdl in one line; OpenCV's own decoder log would only add noise
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
 
     if Path(weights).suffix.lower() == ".onnx":
         raise PdlError(f"{weights}: ONNX weights are not supported yet (ONNX support is not built); "
                        "pass a .pt checkpoint")
     if not Path(weights).is_file():
         raise PdlError(f"{weights}: weights file not found")
+    find_images(input)  # an empty or missing INPUT fails before the model is loaded
     predictor = Predictor(weights, device=device, tta=tta, amp=False if no_amp else None)
     summary = predict_paths(predictor, input, output, batch_size=batch_size, overwrite=overwrite,
                             save_raw=save_raw, progress=not quiet)
