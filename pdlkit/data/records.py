@@ -13,7 +13,7 @@ from .spec import CITYSCAPES_LAYOUT_NAMES, DatasetSpec, cityscapes_spec
 __all__ = ["Record", "load_records", "segments_from_info"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous: records compare by identity
 class Record:
     """One image: ``segments`` is [S, 4] int64 rows (id, train_id, is_thing, iscrowd) for
     ``pdlkit.ops.encode_targets``; ids are those of the panoptic png (R + 256 G + 256^2 B).  Segments

@@ -64,3 +64,27 @@ def test_usage_errors_exit_2(run, tmp_path):
     assert run("toy", tmp_path / "x", "--height", 8).exit_code == 2
     assert run("toy").exit_code == 2
     assert run("kitti", tmp_path).exit_code == 2
+
+
+def test_coco_prints_the_category_summary(run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    categories = [{"id": 5, "name": "sky", "isthing": 0}, {"id": 2, "name": "dog", "isthing": 1}]
+    for split in ("train", "val"):
+        (tmp_path / f"{split}2017").mkdir()
+        (tmp_path / "annotations" / f"panoptic_{split}2017").mkdir(parents=True)
+        Image.new("RGB", (8, 6)).save(tmp_path / f"{split}2017" / "a.jpg")
+        ids = np.zeros((6, 8, 3), np.uint8)
+        ids[:3, :, 0] = 1
+        Image.fromarray(ids).save(tmp_path / "annotations" / f"panoptic_{split}2017" / "a.png")
+        data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 6, "width": 8}],
+                "annotations": [{"image_id": 1, "file_name": "a.png",
+                                 "segments_info": [{"id": 1, "category_id": 5, "iscrowd": 0, "area": 24}]}],
+                "categories": categories}
+        (tmp_path / "annotations" / f"panoptic_{split}2017.json").write_text(json.dumps(data))
+    result = run("coco", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "2 categories (1 things, 1 stuff); train 1, val 1 images" in result.output
+    written = json.loads((tmp_path / "pdlkit_coco_categories.json").read_text())
+    assert written["spec"]["class_names"] == ["dog", "sky"]
