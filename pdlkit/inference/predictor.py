@@ -75,22 +75,31 @@ def segments_from_panoptic(
     """Segments (area, bbox, categories) of a train-id-space panoptic map.
 
     panoptic: [H, W] int tensor, negative = void.  instance_info maps a thing's panoptic id to its
-    extra fields (score, objectness, class_score, center).  Areas and boxes come from one
-    sorted-unique pass and scatter reductions, not a loop over segments.
+    extra fields (score, objectness, class_score, center).  Areas and boxes come from a bincount
+    and scatter reductions over the pixels, not from a loop over segments.
     """
     height, width = panoptic.shape
-    flat = panoptic.reshape(-1)
-    ids, inverse, counts = torch.unique(flat, return_inverse=True, return_counts=True)
-    positions = torch.arange(flat.numel(), device=flat.device)
-    ys, xs = positions // width, positions % width
-    num = ids.numel()
-    big = torch.full((num,), height * width, dtype=torch.int64, device=flat.device)
-    small = torch.full((num,), -1, dtype=torch.int64, device=flat.device)
-    y0 = big.scatter_reduce(0, inverse, ys, reduce="amin")
-    x0 = big.clone().scatter_reduce(0, inverse, xs, reduce="amin")
-    y1 = small.scatter_reduce(0, inverse, ys, reduce="amax")
-    x1 = small.clone().scatter_reduce(0, inverse, xs, reduce="amax")
-    rows = torch.stack([ids.long(), counts, y0, x0, y1, x1], dim=1).cpu().tolist()
+    # key = id + 1 (void, any negative id, -> 0): bincount over keys gives every area in one pass,
+    # without sorting the map as torch.unique would
+    keys = panoptic.reshape(-1).to(torch.int64).add_(1).clamp_min_(0)
+    counts = torch.bincount(keys)
+    present = torch.nonzero(counts[1:]).flatten() + 1
+    num = present.numel()
+    if num == 0:
+        return []
+    # segment slots 0..num-1; void pixels go to the extra slot num, dropped at the end
+    compact = torch.full((counts.numel(),), num, dtype=torch.int64, device=keys.device)
+    compact[present] = torch.arange(num, device=keys.device)
+    index = compact[keys]
+    ys = torch.arange(height, device=keys.device).view(height, 1).expand(height, width).reshape(-1)
+    xs = torch.arange(width, device=keys.device).view(1, width).expand(height, width).reshape(-1)
+    big = torch.full((num + 1,), height + width, dtype=torch.int64, device=keys.device)
+    small = torch.full((num + 1,), -1, dtype=torch.int64, device=keys.device)
+    y0 = big.clone().scatter_reduce_(0, index, ys, reduce="amin")[:num]
+    x0 = big.scatter_reduce_(0, index, xs, reduce="amin")[:num]
+    y1 = small.clone().scatter_reduce_(0, index, ys, reduce="amax")[:num]
+    x1 = small.scatter_reduce_(0, index, xs, reduce="amax")[:num]
+    rows = torch.stack([present - 1, counts[present], y0, x0, y1, x1], dim=1).cpu().tolist()
 
     segments = []
     for seg_id, area, top, left, bottom, right in rows:

@@ -1,0 +1,143 @@
+"""Speed of prediction on this machine: images/s and the share of time spent in post-processing.
+
+Two models, random weights (speed does not depend on the values, except through the number of
+instances the post-processing sees, which is printed):
+
+- the toy model (configs/toy.yaml) at 128 x 256, through ``Predictor`` and through the whole
+  ``predict_paths`` pipeline (reading, network, post-processing, writing the files);
+- the Cityscapes ResNet-50 model (configs/cityscapes_r50.yaml) at 1024 x 2048 through ``Predictor``.
+
+"network" is normalisation + padding + forward; "post" is ``panoptic_merge`` on the logits plus
+building the segment list and copying the maps to numpy (everything after the forward).
+
+    python benchmarks/predict.py [--threads 2] [--toy-images 30] [--city-images 3] [--weights CKPT]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _predictor(config_name: str, weights: str | None, device: str):
+    from pdlkit.config import load_config
+    from pdlkit.data.spec import cityscapes_spec
+    from pdlkit.inference import Predictor
+    from pdlkit.modeling import build_model
+
+    if weights:
+        return Predictor(weights, device=device)
+    cfg = load_config(REPO / "configs" / config_name)
+    cfg.model.pretrained = "none"
+    cfg.model.norm = "BN"
+    spec = cityscapes_spec()
+    torch.manual_seed(0)
+    model = build_model(cfg.model, spec.num_classes)
+    return Predictor.from_model(model, cfg, spec, device)
+
+
+def _time_predictor(predictor, images, warmup: int = 1):
+    for image in images[:warmup]:
+        predictor(image)
+    predictor.timings = {"network": 0.0, "postprocess": 0.0}
+    per_image, instances = [], []
+    for image in images[warmup:]:
+        start = time.perf_counter()
+        prediction = predictor(image)
+        per_image.append(time.perf_counter() - start)
+        instances.append(len(prediction.instances))
+    total = sum(per_image)
+    return {
+        "images": len(per_image),
+        "images_per_s": len(per_image) / total,
+        "median_ms": 1000 * statistics.median(per_image),
+        "network_ms": 1000 * predictor.timings["network"] / len(per_image),
+        "post_ms": 1000 * predictor.timings["postprocess"] / len(per_image),
+        "post_share": predictor.timings["postprocess"] / total,
+        "instances": statistics.median(instances),
+    }
+
+
+def _time_predict_paths(predictor, images):
+    import cv2
+
+    from pdlkit.inference import predict_paths
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "in"
+        folder.mkdir()
+        for k, image in enumerate(images):
+            cv2.imwrite(str(folder / f"img_{k:04d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        predictor.timings = {"network": 0.0, "postprocess": 0.0}
+        start = time.perf_counter()
+        summary = predict_paths(predictor, folder, Path(tmp) / "out", progress=False)
+        elapsed = time.perf_counter() - start
+    return {
+        "images": summary.processed,
+        "images_per_s": summary.processed / elapsed,
+        "median_ms": 1000 * elapsed / summary.processed,
+        "network_ms": 1000 * predictor.timings["network"] / summary.processed,
+        "post_ms": 1000 * predictor.timings["postprocess"] / summary.processed,
+        "post_share": predictor.timings["postprocess"] / elapsed,
+        "instances": float("nan"),
+    }
+
+
+def _toy_images(count: int, height: int, width: int):
+    """Toy-set-like scenes: the generator's images when available, else random textures."""
+    rng = np.random.default_rng(0)
+    try:
+        from pdlkit.data.prepare import prepare_toy
+        from pdlkit.inference import read_image
+
+        root = Path(tempfile.mkdtemp(prefix="pdl_bench_toy_"))
+        prepare_toy(root, train=1, val=count, height=height, width=width, seed=0, progress=False)
+        return [read_image(p) for p in sorted((root / "leftImg8bit" / "val").rglob("*.png"))][:count]
+    except Exception as exc:  # the generator is optional here: speed does not depend on the scene
+        print(f"(toy generator unavailable: {exc}; using random images)", file=sys.stderr)
+        return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--toy-images", type=int, default=30)
+    parser.add_argument("--city-images", type=int, default=3, help="0 skips the 1024x2048 model")
+    parser.add_argument("--weights", default=None, help="a toy checkpoint (default: random weights)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from pdlkit.ops import native_available
+
+    rows = []
+    toy = _predictor("toy.yaml", args.weights, args.device)
+    images = _toy_images(args.toy_images + 1, 128, 256)
+    rows.append(("toy R18, Predictor", "128x256", _time_predictor(toy, images)))
+    rows.append(("toy R18, pdl predict pipeline", "128x256", _time_predict_paths(toy, images[1:])))
+    if args.city_images > 0:
+        city = _predictor("cityscapes_r50.yaml", None, args.device)
+        rng = np.random.default_rng(1)
+        big = [rng.integers(0, 256, (1024, 2048, 3), dtype=np.uint8) for _ in range(args.city_images + 1)]
+        rows.append(("Cityscapes R50, Predictor", "1024x2048", _time_predictor(city, big)))
+
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, native ops {native_available()}, "
+          f"torch {torch.__version__}")
+    header = f"| model | size | images | images/s | ms/image | network ms | post ms | post share | instances |"
+    print(header)
+    print("|" + "---|" * 9)
+    for name, size, r in rows:
+        print(f"| {name} | {size} | {r['images']} | {r['images_per_s']:.2f} | {r['median_ms']:.1f} | "
+              f"{r['network_ms']:.1f} | {r['post_ms']:.1f} | {100 * r['post_share']:.1f}% | {r['instances']} |")
+
+
+if __name__ == "__main__":
+    main()
