@@ -320,10 +320,12 @@ def visualize_predictions(
     *,
     images_dir: str | os.PathLike | None = None,
     what: str = "overlay",
+    scale: int = 1,
     progress: bool = True,
 ) -> VisualizeSummary:
     """Draw ``what`` ("overlay" | "panel") for every image of a ``pdl predict`` folder (or for the
     image of one prediction file in it) into ``output_dir/<sub-folders>/<image_id>_<what>.png``.
+    ``scale`` > 1 enlarges small images (and their maps) before drawing, so labels stay legible.
 
     Per-image problems (input image not found, size mismatch, missing raw outputs) are collected in
     the summary; a folder that is not a prediction folder raises :class:`DataError`.
@@ -335,6 +337,8 @@ def visualize_predictions(
 
     if what not in ("overlay", "panel"):
         raise PdlError(f"--what must be overlay or panel, got {what!r}")
+    if not isinstance(scale, int) or scale < 1:
+        raise PdlError(f"--scale must be a whole number >= 1, got {scale!r}")
     source = Path(predictions)
     if not source.exists():
         raise PdlError(f"{source}: no such file or folder")
@@ -356,6 +360,7 @@ def visualize_predictions(
             if image.shape[:2] != segment_map.shape:
                 raise DataError(f"{name}: the image is {image.shape[1]}x{image.shape[0]} but the "
                                 f"prediction is {segment_map.shape[1]}x{segment_map.shape[0]}")
+            image, segment_map = _enlarge(image, scale, linear=True), _enlarge(segment_map, scale)
             overlay = panoptic_overlay(image, segment_map, record["segments_info"], spec)
             if what == "overlay":
                 picture = overlay
@@ -366,29 +371,37 @@ def visualize_predictions(
                                     "run pdl predict with --save-raw")
                 try:
                     with np.load(raw_path) as raw:
-                        heatmap, offsets, centers = raw["center_heatmap"], raw["offsets"], raw["centers"]
+                        heatmap = raw["center_heatmap"].astype(np.float32)
+                        offsets = raw["offsets"].astype(np.float32)
+                        centers = raw["centers"].astype(np.int64).reshape(-1, 2)
+                        semantic = raw["semantic"].astype(np.int64)
                 except (OSError, ValueError, KeyError) as exc:
                     raise DataError(f"{raw_path}: not a readable raw output file ({exc})") from None
-                semantic_path = root / "semantic" / name
-                if semantic_path.is_file():
-                    label_ids = _read_png(semantic_path, color=False).astype(np.int64)
-                    known = np.asarray(spec.category_ids, dtype=np.int64)
-                    train_of = np.full(int(max(known.max(), label_ids.max())) + 1, -1, dtype=np.int64)
-                    train_of[known] = np.arange(len(known))
-                    semantic = colorize_semantic(train_of[label_ids], spec)
-                else:
-                    index_map = _compact(segment_map, record["segments_info"])
-                    seg_train = _train_id_lut(np.asarray([s["category_id"] for s in record["segments_info"]]
-                                               or [0], dtype=np.int64), spec)
-                    semantic = colorize_semantic(np.where(index_map >= 0, seg_train[index_map], -1), spec)
-                picture = make_panel(overlay, semantic, center_heatmap_image(heatmap, centers),
-                                     offset_flow_image(offsets))
+                if scale > 1:  # offsets are lengths in pixels: they grow with the picture
+                    heatmap = _enlarge(heatmap, scale, linear=True)
+                    offsets = np.stack([_enlarge(o, scale, linear=True) for o in offsets]) * scale
+                    centers = centers * scale + (scale - 1) // 2
+                    semantic = _enlarge(semantic, scale)
+                picture = make_panel(overlay, colorize_semantic(semantic, spec),
+                                     center_heatmap_image(heatmap, centers), offset_flow_image(offsets))
             target = out_root / Path(name).with_name(f"{Path(name).stem}_{what}.png")
             write_png(target, picture)
             summary.written.append(target)
         except PdlError as exc:
             summary.failed.append((name, str(exc)))
     return summary
+
+
+def _enlarge(array: np.ndarray, scale: int, *, linear: bool = False) -> np.ndarray:
+    """[H, W] or [H, W, C] -> [scale H, scale W, ...]; nearest for labels, bilinear for pictures."""
+    if scale == 1:
+        return array
+    import cv2
+
+    if not linear:
+        return np.repeat(np.repeat(array, scale, axis=0), scale, axis=1)
+    height, width = array.shape[:2]
+    return cv2.resize(array, (width * scale, height * scale), interpolation=cv2.INTER_LINEAR)
 
 
 def _read_png(path: Path, *, color: bool) -> np.ndarray:

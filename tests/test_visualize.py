@@ -105,6 +105,20 @@ def test_visualize_folder_writes_panels_of_twice_the_image_size(predicted):
     assert len(overlays.written) == 3
 
 
+def test_scale_enlarges_the_pictures(predicted):
+    summary = visualize_predictions(predicted / "pred" / "panoptic" / "b.png", predicted / "big", what="panel",
+                                    scale=3, progress=False)
+    assert cv2.imread(str(summary.written[0])).shape == (6 * 24, 6 * 40, 3)
+    small = visualize_predictions(predicted / "pred" / "panoptic" / "b.png", predicted / "small", what="panel",
+                                  progress=False)
+    big_panel = cv2.imread(str(summary.written[0]))
+    small_panel = cv2.imread(str(small.written[0]))
+    # the semantic tile (top right) is the nearest-neighbour enlargement (rows below the titles)
+    small_semantic = small_panel[18:24, 40:80]
+    big_semantic = big_panel[54:72, 120:240]
+    np.testing.assert_array_equal(big_semantic, np.repeat(np.repeat(small_semantic, 3, 0), 3, 1))
+
+
 def test_visualize_one_file_and_images_folder(predicted):
     out = predicted / "vis1"
     summary = visualize_predictions(predicted / "pred" / "panoptic" / "sub" / "c.png", out,
