@@ -98,6 +98,11 @@ def predict_paths(
     if batch_size < 1:
         raise PdlError(f"--batch-size must be at least 1, got {batch_size}")
     pairs = find_images(input)
+    # an output folder inside the input folder must not feed its own pngs back in on a rerun
+    output_root = Path(output_dir).resolve()
+    pairs = [(path, rel) for path, rel in pairs if not path.resolve().is_relative_to(output_root)]
+    if not pairs:
+        raise PdlError(f"{input}: no images found outside the output folder {output_dir}")
     writer = PredictionWriter(output_dir, predictor.spec, save_raw=save_raw)
     summary = PredictSummary()
 

@@ -147,6 +147,13 @@ def test_same_output_name_in_one_folder_is_reported(predictor, tmp_path):
     assert len(summary.failed) == 1 and "same output name" in summary.failed[0][1]
 
 
+def test_output_inside_the_input_folder_is_not_read_back(predictor, mixed_folder):
+    out = mixed_folder / "predictions"
+    first = predict_paths(predictor, mixed_folder, out, progress=False)
+    second = predict_paths(predictor, mixed_folder, out, progress=False)
+    assert (second.processed, second.skipped, len(second.failed)) == (0, first.processed, 1)
+
+
 def test_empty_and_missing_input(predictor, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PdlError, match="no images found"):
