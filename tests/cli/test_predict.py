@@ -84,3 +84,16 @@ def test_predict_mixed_folder_with_the_toy_checkpoint(toy_checkpoint, toy_root, 
     assert again.exit_code == 0 and "0 processed, 5 skipped" in again.output
     redo = _run("predict", inputs, "--weights", toy_checkpoint, "--output", out, "-q", "--overwrite")
     assert redo.exit_code == 0 and "5 processed, 0 skipped" in redo.output
+
+
+@pytest.mark.slow
+def test_predict_with_tta_and_raw_outputs(toy_checkpoint, toy_root, tmp_path):
+    source = next((toy_root / "leftImg8bit" / "val").rglob("*.png"))
+    out = tmp_path / "tta"
+    result = _run("predict", source, "--weights", toy_checkpoint, "--output", out, "--tta", "--save-raw", "-q")
+    assert result.exit_code == 0 and "1 processed" in result.output
+    image_id = source.stem[: -len("_leftImg8bit")]
+    height, width = cv2.imread(str(source)).shape[:2]
+    with np.load(out / "raw" / f"{image_id}.npz") as raw:
+        assert raw["offsets"].shape == (2, height, width)
+    assert json.loads((out / "panoptic.json").read_text())["annotations"][0]["image_id"] == image_id
