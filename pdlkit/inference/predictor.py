@@ -8,6 +8,7 @@ panoptic_merge_batched`` on the logits with the config's post-processing setting
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from pdlkit.errors import DataError, PdlError
+from pdlkit.ops.panoptic_merge import panoptic_merge_batched
 
 from .tta import forward_tta
 
@@ -217,10 +219,6 @@ class Predictor:
     @torch.inference_mode()
     def _predict_stack(self, batch: np.ndarray) -> List[Prediction]:
         """batch: [N, H, W, 3] uint8 RGB -> N predictions."""
-        import time
-
-        from pdlkit.ops.panoptic_merge import panoptic_merge_batched
-
         start = time.perf_counter()
         pixels = torch.from_numpy(batch).to(self.device, non_blocking=True)
         images = (pixels.permute(0, 3, 1, 2).contiguous().float() - self.mean) / self.std
