@@ -24,8 +24,12 @@
 
 namespace pdlkit {
 
-PDL_HOST_DEVICE inline float nms_thresholded(float value, float threshold) {
-  return value > threshold ? value : -1.0f;
+// The window maximum of the thresholded map equals (m > threshold ? m : -1), m being the window
+// maximum of the raw heatmap; so a pixel of value v is a positive survivor exactly when v is above
+// max(threshold, 0) and equal to the raw window maximum.  Both devices take raw maxima.
+PDL_HOST_DEVICE inline bool nms_positive_survivor(float value, float raw_window_max, float threshold) {
+  const float lower = threshold > 0.0f ? threshold : 0.0f;
+  return value > lower && value == raw_window_max;
 }
 
 // Checks shared by both devices; returns the heatmap as [H, W] (a view of [1, H, W]).
@@ -53,10 +57,10 @@ std::tuple<at::Tensor, at::Tensor> find_instance_centers_cpu(const at::Tensor& h
                                                              double threshold, int64_t nms_kernel,
                                                              int64_t top_k);
 #ifdef PDL_WITH_CUDA
-// Raster indices and scores of the selected centers, on the GPU; count = centers.size(0).
-std::tuple<at::Tensor, at::Tensor> find_instance_centers_cuda(const at::Tensor& heatmap,
-                                                              double threshold, int64_t nms_kernel,
-                                                              int64_t top_k);
+// CUDA core: (raster indices [K] int64, scores [K] float32) of the selected centers, in raster
+// order, on the heatmap's GPU.  Raises on NaN.
+std::tuple<at::Tensor, at::Tensor> find_center_indices_cuda(const at::Tensor& heatmap_2d, double threshold,
+                                                            int64_t nms_kernel, int64_t top_k);
 #endif
 
 }  // namespace pdlkit

@@ -6,12 +6,18 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <utility>
 
 #include "checks.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace pdlkit {
 
@@ -43,20 +49,45 @@ std::vector<CenterCandidate> select_top_centers(std::vector<CenterCandidate> can
 
 namespace {
 
-// Maximum of the thresholded row over the horizontal window [x - radius, x + radius] (clipped).
-void row_window_max(const float* row, int64_t width, float threshold, int64_t radius,
-                    float* thresholded, float* window_max, bool* found_nan) {
-  bool nan = false;
+// acc[i] = max(acc[i], values[i]).  GCC does not vectorise float maxima by itself (NaN rules), so
+// on x86-64 an AVX2 loop is picked at load time; NaN is detected separately and raises.
+void max_into_scalar(float* acc, const float* values, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) acc[i] = values[i] > acc[i] ? values[i] : acc[i];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) void max_into_avx2(float* acc, const float* values, int64_t count) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm256_storeu_ps(acc + i, _mm256_max_ps(_mm256_loadu_ps(acc + i), _mm256_loadu_ps(values + i)));
+  max_into_scalar(acc + i, values + i, count - i);
+}
+
+bool has_avx2() {
+  static const bool available = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
+  return available;
+}
+#endif
+
+void max_into(float* acc, const float* values, int64_t count) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (has_avx2()) return max_into_avx2(acc, values, count);
+#endif
+  max_into_scalar(acc, values, count);
+}
+
+// The window maximum of the thresholded map is (m > threshold ? m : -1) with m the window maximum
+// of the raw heatmap (see nms_positive_survivor), so the passes take maxima of raw values.
+// nan_probe[x] accumulates v - v: 0 for finite values, NaN for NaN (and for infinities, which the
+// caller tells apart by testing v != v on the rows the probe flags).
+void row_window_max(const float* row, int64_t width, int64_t radius, float* window_max, float* nan_probe) {
   for (int64_t x = 0; x < width; ++x) {
-    const float v = row[x];
-    nan |= v != v;
-    thresholded[x] = nms_thresholded(v, threshold);
+    window_max[x] = row[x];
+    nan_probe[x] = nan_probe[x] + (row[x] - row[x]);
   }
-  if (nan) *found_nan = true;
-  for (int64_t x = 0; x < width; ++x) window_max[x] = thresholded[x];
-  for (int64_t d = 1; d <= radius; ++d) {
-    for (int64_t x = 0; x + d < width; ++x) window_max[x] = std::max(window_max[x], thresholded[x + d]);
-    for (int64_t x = width - 1; x - d >= 0; --x) window_max[x] = std::max(window_max[x], thresholded[x - d]);
+  for (int64_t d = 1; d <= radius && d < width; ++d) {
+    max_into(window_max, row + d, width - d);
+    max_into(window_max + d, row, width - d);
   }
 }
 
@@ -68,16 +99,19 @@ std::vector<CenterCandidate> find_centers_cpu(const float* heatmap, int64_t heig
   *found_nan = false;
   if (height == 0 || width == 0) return {};
   const int64_t radius = (nms_kernel - 1) / 2;
-  std::vector<float> horizontal_max(static_cast<size_t>(height * width));
+  std::unique_ptr<float[]> horizontal_max(new float[static_cast<size_t>(height * width)]);
   const int64_t grain = std::max<int64_t>(1, 32768 / width);
   std::mutex mutex;
   bool any_nan = false;
   at::parallel_for(0, height, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> thresholded(width);
+    std::vector<float> probe(width, 0.0f);
     bool nan = false;
     for (int64_t y = begin; y < end; ++y)
-      row_window_max(heatmap + y * width, width, threshold, radius, thresholded.data(),
-                     horizontal_max.data() + y * width, &nan);
+      row_window_max(heatmap + y * width, width, radius, horizontal_max.get() + y * width, probe.data());
+    bool suspect = false;
+    for (int64_t x = 0; x < width; ++x) suspect |= probe[x] != 0.0f;
+    if (suspect)  // NaN or infinity somewhere in these rows: only NaN is an error
+      for (int64_t i = begin * width; i < end * width; ++i) nan |= heatmap[i] != heatmap[i];
     if (nan) {
       std::lock_guard<std::mutex> lock(mutex);
       any_nan = true;
@@ -89,6 +123,7 @@ std::vector<CenterCandidate> find_centers_cpu(const float* heatmap, int64_t heig
   }
 
   // Column pass; each chunk keeps its survivors in raster order, chunks are joined by start row.
+  // A pixel is a positive survivor when v > max(threshold, 0) and v is its window's raw maximum.
   std::vector<std::pair<int64_t, std::vector<CenterCandidate>>> chunks;
   at::parallel_for(0, height, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> window_max(width);
@@ -96,16 +131,15 @@ std::vector<CenterCandidate> find_centers_cpu(const float* heatmap, int64_t heig
     for (int64_t y = begin; y < end; ++y) {
       const int64_t top = std::max<int64_t>(0, y - radius);
       const int64_t bottom = std::min<int64_t>(height - 1, y + radius);
-      std::copy(horizontal_max.begin() + top * width, horizontal_max.begin() + (top + 1) * width,
-                window_max.begin());
+      const float* first = horizontal_max.get() + top * width;
+      std::copy(first, first + width, window_max.begin());
       for (int64_t r = top + 1; r <= bottom; ++r) {
-        const float* row = horizontal_max.data() + r * width;
-        for (int64_t x = 0; x < width; ++x) window_max[x] = std::max(window_max[x], row[x]);
+        max_into(window_max.data(), horizontal_max.get() + r * width, width);
       }
       const float* values = heatmap + y * width;
       for (int64_t x = 0; x < width; ++x) {
-        const float t = nms_thresholded(values[x], threshold);
-        if (t > 0.0f && t == window_max[x]) found.push_back({y * width + x, values[x]});
+        const float v = values[x];
+        if (nms_positive_survivor(v, window_max[x], threshold)) found.push_back({y * width + x, v});
       }
     }
     std::lock_guard<std::mutex> lock(mutex);
@@ -122,6 +156,7 @@ std::tuple<at::Tensor, at::Tensor> find_instance_centers_cpu(const at::Tensor& h
                                                              double threshold, int64_t nms_kernel,
                                                              int64_t top_k) {
   at::Tensor heatmap = check_center_nms_args(heatmap_in, "heatmap", nms_kernel, top_k);
+  TORCH_CHECK(!std::isnan(threshold), "threshold must be a number, got NaN");
   check_device_type(heatmap, c10::DeviceType::CPU, "heatmap");
   heatmap = contiguous(heatmap);
   const int64_t height = heatmap.size(0), width = heatmap.size(1);

@@ -4,19 +4,21 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstdint>
 #include <tuple>
 #include <vector>
 
 #include "center_nms.h"
 
-#if defined(__CUDACC__)
+// Device code uses the round-to-nearest intrinsics (never contracted into FMA); host code relies on
+// -ffp-contract=off.
+#if defined(__CUDA_ARCH__)
 #define PDL_FMUL(a, b) __fmul_rn((a), (b))
 #define PDL_FADD(a, b) __fadd_rn((a), (b))
 #define PDL_FSUB(a, b) __fsub_rn((a), (b))
 #define PDL_FSQRT(a) __fsqrt_rn(a)
 #else
-#include <cmath>
 #define PDL_FMUL(a, b) ((a) * (b))
 #define PDL_FADD(a, b) ((a) + (b))
 #define PDL_FSUB(a, b) ((a) - (b))
@@ -55,7 +57,7 @@ struct MergeArgs {
 
 MergeArgs check_merge_args(const at::Tensor& semantic, const at::Tensor& center_heatmap,
                            const at::Tensor& offsets, at::IntArrayRef thing_ids, int64_t label_divisor,
-                           int64_t void_label, int64_t nms_kernel, int64_t top_k);
+                           int64_t void_label, double threshold, int64_t nms_kernel, int64_t top_k);
 
 // Thing classes below num_classes, sorted and unique: index t of a class in this list is its vote
 // slot, so a first-maximum over slots gives the smallest class on a tie.

@@ -6,9 +6,9 @@
 //   pass 2  the panoptic map, and the class score exp(logit_c - max) / sum of each instance pixel.
 //
 // No C x H x W probability tensor is made: the logits are read once in full, then one plane value
-// per instance pixel.  Hot loops are written so that GCC vectorises them; on x86-64 they are also
-// compiled for AVX2 and picked at load time (no fused multiply-add either way, so the float
-// arithmetic of the distances is that of the reference).
+// per instance pixel.  On x86-64 the hot loops are written with AVX2 intrinsics, picked at load
+// time over plain loops; no fused multiply-add anywhere, so the float arithmetic of the distances
+// is that of the reference.
 #include "panoptic_merge.h"
 
 #include <ATen/Parallel.h>
@@ -23,14 +23,12 @@
 
 #include "checks.h"
 
+// x86-64: hand-vectorised AVX2 loops chosen at load time, SSE2 (always present) for the distances.
 #if defined(__x86_64__) && defined(__GNUC__)
+#define PDL_X86 1
 #include <immintrin.h>
-#endif
-
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__)
-#define PDL_CLONES __attribute__((target_clones("avx2", "default")))
 #else
-#define PDL_CLONES
+#define PDL_X86 0
 #endif
 
 namespace pdlkit {
@@ -40,7 +38,7 @@ namespace pdlkit {
 
 MergeArgs check_merge_args(const at::Tensor& semantic, const at::Tensor& center_heatmap,
                            const at::Tensor& offsets, at::IntArrayRef thing_ids, int64_t label_divisor,
-                           int64_t void_label, int64_t nms_kernel, int64_t top_k) {
+                           int64_t void_label, double threshold, int64_t nms_kernel, int64_t top_k) {
   MergeArgs args;
   check_defined(semantic, "semantic");
   check_defined(offsets, "offsets");
@@ -65,6 +63,7 @@ MergeArgs check_merge_args(const at::Tensor& semantic, const at::Tensor& center_
   args.height = semantic.size(-2);
   args.width = semantic.size(-1);
   at::Tensor heatmap = check_center_nms_args(center_heatmap, "center_heatmap", nms_kernel, top_k);
+  TORCH_CHECK(!std::isnan(threshold), "threshold must be a number, got NaN");
   TORCH_CHECK(heatmap.size(0) == args.height && heatmap.size(1) == args.width,
               "center_heatmap has size ", heatmap.sizes(), ", semantic has [", args.height, ", ",
               args.width, "]");
@@ -199,8 +198,8 @@ inline float exp_nonpositive(float x) {
 
 // Row argmax over the C logit planes (first maximum, as torch.argmax) and a finiteness probe:
 // probe[x] (accumulated across rows) stays 0 unless some logit is NaN or infinite (v * 0 is NaN).
-PDL_CLONES void argmax_row(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
-                           float* row_max, int32_t* row_arg, float* probe) {
+void argmax_row_scalar(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
+                       float* row_max, int32_t* row_arg, float* probe) {
   for (int64_t x = 0; x < width; ++x) {
     const float v = logits_row[x];
     row_max[x] = v;
@@ -209,31 +208,131 @@ PDL_CLONES void argmax_row(const float* logits_row, int64_t plane, int64_t chann
   }
   for (int64_t c = 1; c < channels; ++c) {
     const float* plane_row = logits_row + c * plane;
-    const int32_t channel = static_cast<int32_t>(c);
     for (int64_t x = 0; x < width; ++x) {
       const float v = plane_row[x];
-      const bool greater = v > row_max[x];
-      row_max[x] = greater ? v : row_max[x];
-      row_arg[x] = greater ? channel : row_arg[x];
+      if (v > row_max[x]) {
+        row_max[x] = v;
+        row_arg[x] = static_cast<int32_t>(c);
+      }
       probe[x] = probe[x] + v * 0.0f;
     }
   }
 }
 
-// Softmax denominators sum_c exp(logit_c - max) of the listed pixels of one row.
-PDL_CLONES void softmax_denominators(const float* logits_row, int64_t plane, int64_t channels,
-                                     const int32_t* columns, int64_t count, const float* pixel_max,
-                                     float* scratch, float* sums) {
+// Softmax denominators sum_c exp(logit_c - max) of the listed pixels (columns) of one row.
+void softmax_denominators_scalar(const float* logits_row, int64_t plane, int64_t channels,
+                                 const int32_t* columns, int64_t count, const float* pixel_max,
+                                 float* sums) {
   for (int64_t i = 0; i < count; ++i) sums[i] = 0.0f;
   for (int64_t c = 0; c < channels; ++c) {
     const float* plane_row = logits_row + c * plane;
-    for (int64_t i = 0; i < count; ++i) scratch[i] = plane_row[columns[i]] - pixel_max[i];
-    for (int64_t i = 0; i < count; ++i) sums[i] += exp_nonpositive(scratch[i]);
+    for (int64_t i = 0; i < count; ++i) sums[i] += exp_nonpositive(plane_row[columns[i]] - pixel_max[i]);
   }
 }
 
-PDL_CLONES void exp_in_place(float* values, int64_t count) {
+void exp_in_place_scalar(float* values, int64_t count) {
   for (int64_t i = 0; i < count; ++i) values[i] = exp_nonpositive(values[i]);
+}
+
+#if PDL_X86
+// AVX2 versions of the three loops above (GCC does not vectorise float selects by itself).  Same
+// operations in the same order, no FMA: argmax results are identical, exp values too.
+__attribute__((target("avx2"))) inline __m256 exp_nonpositive_avx2(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 shifter = _mm256_set1_ps(12582912.0f);
+  const __m256 shifted = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), shifter);
+  const __m256 n = _mm256_sub_ps(shifted, shifter);
+  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f))),
+                                 _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+  const __m256i exponent = _mm256_add_epi32(
+      _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x4B400000)), _mm256_set1_epi32(127));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(exponent, 23)));
+}
+
+__attribute__((target("avx2"))) void argmax_row_avx2(const float* logits_row, int64_t plane,
+                                                     int64_t channels, int64_t width, float* row_max,
+                                                     int32_t* row_arg, float* probe) {
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t x = 0;
+  for (; x + 8 <= width; x += 8) {
+    __m256 best = _mm256_loadu_ps(logits_row + x);
+    __m256i best_channel = _mm256_setzero_si256();
+    __m256 check = _mm256_add_ps(_mm256_loadu_ps(probe + x), _mm256_mul_ps(best, zero));
+    for (int64_t c = 1; c < channels; ++c) {
+      const __m256 v = _mm256_loadu_ps(logits_row + c * plane + x);
+      const __m256 greater = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+      best = _mm256_blendv_ps(best, v, greater);
+      best_channel = _mm256_blendv_epi8(best_channel, _mm256_set1_epi32(static_cast<int32_t>(c)),
+                                        _mm256_castps_si256(greater));
+      check = _mm256_add_ps(check, _mm256_mul_ps(v, zero));
+    }
+    _mm256_storeu_ps(row_max + x, best);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(row_arg + x), best_channel);
+    _mm256_storeu_ps(probe + x, check);
+  }
+  if (x < width)
+    argmax_row_scalar(logits_row + x, plane, channels, width - x, row_max + x, row_arg + x, probe + x);
+}
+
+__attribute__((target("avx2"))) void softmax_denominators_avx2(const float* logits_row, int64_t plane,
+                                                               int64_t channels, const int32_t* columns,
+                                                               int64_t count, const float* pixel_max,
+                                                               float* sums) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256i index = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(columns + i));
+    const __m256 maximum = _mm256_loadu_ps(pixel_max + i);
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t c = 0; c < channels; ++c) {
+      const __m256 v = _mm256_i32gather_ps(logits_row + c * plane, index, 4);
+      sum = _mm256_add_ps(sum, exp_nonpositive_avx2(_mm256_sub_ps(v, maximum)));
+    }
+    _mm256_storeu_ps(sums + i, sum);
+  }
+  if (i < count)
+    softmax_denominators_scalar(logits_row, plane, channels, columns + i, count - i, pixel_max + i, sums + i);
+}
+
+__attribute__((target("avx2"))) void exp_in_place_avx2(float* values, int64_t count) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(values + i, exp_nonpositive_avx2(_mm256_loadu_ps(values + i)));
+  exp_in_place_scalar(values + i, count - i);
+}
+
+bool has_avx2() {
+  static const bool available = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
+  return available;
+}
+#endif
+
+void argmax_row(const float* logits_row, int64_t plane, int64_t channels, int64_t width, float* row_max,
+                int32_t* row_arg, float* probe) {
+#if PDL_X86
+  if (has_avx2()) return argmax_row_avx2(logits_row, plane, channels, width, row_max, row_arg, probe);
+#endif
+  argmax_row_scalar(logits_row, plane, channels, width, row_max, row_arg, probe);
+}
+
+void softmax_denominators(const float* logits_row, int64_t plane, int64_t channels, const int32_t* columns,
+                          int64_t count, const float* pixel_max, float* sums) {
+#if PDL_X86
+  if (has_avx2()) return softmax_denominators_avx2(logits_row, plane, channels, columns, count, pixel_max, sums);
+#endif
+  softmax_denominators_scalar(logits_row, plane, channels, columns, count, pixel_max, sums);
+}
+
+void exp_in_place(float* values, int64_t count) {
+#if PDL_X86
+  if (has_avx2()) return exp_in_place_avx2(values, count);
+#endif
+  exp_in_place_scalar(values, count);
 }
 
 // Index of the nearest center of each location (first on equal float32 distance).
@@ -253,7 +352,7 @@ void nearest_centers_scalar(const float* loc_y, const float* loc_x, int64_t coun
   }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if PDL_X86
 // The same with 8 (AVX2) or 4 (SSE2) locations at a time; sqrt, mul, sub and add are IEEE
 // round-to-nearest in both, so results are bit-identical to the scalar loop.
 __attribute__((target("avx2"))) void nearest_centers_avx2(const float* loc_y, const float* loc_x,
@@ -304,9 +403,8 @@ void nearest_centers_sse2(const float* loc_y, const float* loc_x, int64_t count,
 
 void nearest_centers(const float* loc_y, const float* loc_x, int64_t count, const float* center_y,
                      const float* center_x, int64_t num_centers, int32_t* nearest) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool has_avx2 = __builtin_cpu_supports("avx2");
-  if (has_avx2) return nearest_centers_avx2(loc_y, loc_x, count, center_y, center_x, num_centers, nearest);
+#if PDL_X86
+  if (has_avx2()) return nearest_centers_avx2(loc_y, loc_x, count, center_y, center_x, num_centers, nearest);
   return nearest_centers_sse2(loc_y, loc_x, count, center_y, center_x, num_centers, nearest);
 #else
   nearest_centers_scalar(loc_y, loc_x, count, center_y, center_x, num_centers, nearest);
@@ -351,7 +449,7 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
                                 int64_t label_divisor, int64_t stuff_area, int64_t void_label,
                                 double threshold, int64_t nms_kernel, int64_t top_k) {
   MergeArgs args = check_merge_args(semantic_in, center_heatmap, offsets_in, thing_ids, label_divisor,
-                                    void_label, nms_kernel, top_k);
+                                    void_label, threshold, nms_kernel, top_k);
   check_device_type(args.semantic, c10::DeviceType::CPU, "semantic");
   const int64_t height = args.height, width = args.width, pixels = height * width;
   const bool logits = args.logits;
@@ -412,7 +510,7 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
     VoteTotals local;
     local.votes.assign(num_centers * slots, 0);
     local.class_area.assign(std::max<int64_t>(num_classes, 1), 0);
-    std::vector<float> row_max(width), logit_probe(width, 0.0f), offset_probe(width, 0.0f), loc_y(width), loc_x(width), scratch(width), sums(width),
+    std::vector<float> row_max(width), logit_probe(width, 0.0f), offset_probe(width, 0.0f), loc_y(width), loc_x(width), sums(width),
         gathered_max(width);
     std::vector<int32_t> row_arg(width), columns(width), nearest(width);
     for (int64_t y = begin; y < end; ++y) {
@@ -455,7 +553,7 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
       if (logits) {
         for (int64_t i = 0; i < count; ++i) gathered_max[i] = row_max[columns[i]];
         softmax_denominators(logit_data + row_start, pixels, num_classes, columns.data(), count,
-                             gathered_max.data(), scratch.data(), sums.data());
+                             gathered_max.data(), sums.data());
         float* max_row = pixel_max.get() + row_start;
         float* sum_row = pixel_sum.get() + row_start;
         for (int64_t i = 0; i < count; ++i) {
