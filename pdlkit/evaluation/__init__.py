@@ -47,8 +47,22 @@ def _category_map(id_map: np.ndarray, segments, void_label: int) -> np.ndarray:
     return categories[index_map(id_map, ids)]
 
 
+def _evaluate_semantic(task: Dict) -> np.ndarray:
+    """Confusion matrix of one image from its two label PNGs."""
+    gt_labels = read_label_png(task["gt_label_png"])
+    pred_labels = read_label_png(task["pred_semantic_png"])
+    return confusion_matrix(gt_labels, pred_labels, task["class_ids"], image_id=task["image_id"])
+
+
 def _evaluate_image(task: Dict) -> Dict:
-    """PQ counts, confusion matrix and instance matches of one image (runs in a worker thread)."""
+    """One image's share of the work, run in a worker thread.
+
+    ``task["part"]``: "panoptic" (PQ counts and instance matches), "semantic" (confusion matrix
+    from the label PNGs) or "all" (both; used when a semantic map must be derived from a panoptic
+    one).  Splitting an image in two keeps both cores busy when there are few large images.
+    """
+    if task["part"] == "semantic":
+        return {"pq": None, "confusion": _evaluate_semantic(task), "matches": None}
     image_id = task["image_id"]
     gt_ann, pred_ann = task["gt_annotation"], task["pred_annotation"]
     gt_ids = read_panoptic_png(task["gt_png"])
@@ -61,17 +75,19 @@ def _evaluate_image(task: Dict) -> Dict:
         task["category_index"],
         image_id=image_id,
     )
-    # Semantic maps: the files when present; otherwise each segment's category (void -> label 0,
-    # which is not evaluated), which gives the same counts on createPanopticImgs ground truth.
-    if task["gt_label_png"] is not None:
-        gt_labels = read_label_png(task["gt_label_png"])
-    else:
-        gt_labels = _category_map(gt_ids, gt_ann["segments_info"], 0)
-    if task["pred_semantic_png"] is not None:
-        pred_labels = read_label_png(task["pred_semantic_png"])
-    else:
-        pred_labels = _category_map(pred_ids, pred_ann["segments_info"], 0)
-    confusion = confusion_matrix(gt_labels, pred_labels, task["class_ids"], image_id=image_id)
+    confusion = None
+    if task["part"] == "all":
+        # Semantic maps: the files when present; otherwise each segment's category (void -> label
+        # 0, which is not evaluated), which gives the same counts on createPanopticImgs ground truth.
+        if task["gt_label_png"] is not None:
+            gt_labels = read_label_png(task["gt_label_png"])
+        else:
+            gt_labels = _category_map(gt_ids, gt_ann["segments_info"], 0)
+        if task["pred_semantic_png"] is not None:
+            pred_labels = read_label_png(task["pred_semantic_png"])
+        else:
+            pred_labels = _category_map(pred_ids, pred_ann["segments_info"], 0)
+        confusion = confusion_matrix(gt_labels, pred_labels, task["class_ids"], image_id=image_id)
     matches = None
     if task["instance_png"] is not None:
         instance_map = read_label_png(task["instance_png"])
@@ -177,38 +193,41 @@ def evaluate_predictions(
             pred_semantic = semantic_dir / pred_ann["file_name"]
             if not pred_semantic.is_file():
                 raise DataError(f"{pred_semantic}: the semantic PNG of image {image_id} is missing")
-        tasks.append(
-            {
-                "image_id": image_id,
-                "gt_annotation": gt_ann,
-                "pred_annotation": pred_ann,
-                "gt_png": ground_truth["panoptic_dir"] / gt_ann["file_name"],
-                "pred_png": pred_png,
-                "gt_label_png": ground_truth["label_ids"].get(image_id),
-                "pred_semantic_png": pred_semantic,
-                "instance_png": ground_truth["instance_ids"].get(image_id) if compute_ap and thing_ids else None,
-                "category_index": category_index,
-                "class_ids": class_ids,
-                "thing_ids": thing_ids,
-                "evaluated_ids": [int(c["id"]) for c in categories],
-                "label_divisor": label_divisor,
-            }
-        )
+        task = {
+            "image_id": image_id,
+            "gt_annotation": gt_ann,
+            "pred_annotation": pred_ann,
+            "gt_png": ground_truth["panoptic_dir"] / gt_ann["file_name"],
+            "pred_png": pred_png,
+            "gt_label_png": ground_truth["label_ids"].get(image_id),
+            "pred_semantic_png": pred_semantic,
+            "instance_png": ground_truth["instance_ids"].get(image_id) if compute_ap and thing_ids else None,
+            "category_index": category_index,
+            "class_ids": class_ids,
+            "thing_ids": thing_ids,
+            "evaluated_ids": [int(c["id"]) for c in categories],
+            "label_divisor": label_divisor,
+        }
+        if task["gt_label_png"] is not None and task["pred_semantic_png"] is not None:
+            tasks.append({**task, "part": "panoptic"})
+            tasks.append({**task, "part": "semantic"})
+        else:
+            tasks.append({**task, "part": "all"})
 
     pq_stats = PQStats.zeros(len(categories))
     confusion = np.zeros((len(class_ids) + 1, len(class_ids) + 1), np.int64)
     all_matches = []
     workers = num_workers or _default_workers()
-    with ThreadPoolExecutor(max_workers=workers) as executor:
-        for result in tqdm(
-            executor.map(_evaluate_image, tasks),
-            total=len(tasks),
-            desc="eval",
-            unit="img",
-            disable=not progress,
-        ):
-            pq_stats += result["pq"]
-            confusion += result["confusion"]
+    num_images = len(gt_annotations)
+    with ThreadPoolExecutor(max_workers=workers) as executor, tqdm(
+        total=num_images, desc="eval", unit="img", disable=not progress
+    ) as bar:
+        for result in executor.map(_evaluate_image, tasks):
+            if result["pq"] is not None:  # the panoptic part ends an image's work in the bar
+                pq_stats += result["pq"]
+                bar.update(1)
+            if result["confusion"] is not None:
+                confusion += result["confusion"]
             if result["matches"] is not None:
                 all_matches.append(result["matches"])
 
@@ -218,5 +237,5 @@ def evaluate_predictions(
     results["per_class_iou"] = semantic["per_class_iou"]
     if compute_ap:
         results.update(instance_ap(all_matches, thing_categories, label_divisor=label_divisor))
-    results["num_images"] = len(tasks)
+    results["num_images"] = num_images
     return results

@@ -21,6 +21,8 @@ __all__ = [
     "read_panoptic_png",
     "read_label_png",
     "index_map",
+    "pair_histogram",
+    "value_counts",
     "load_json",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -55,11 +57,15 @@ def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
         raise DataError(
             f"{path}: a panoptic PNG must be 8-bit RGB, got shape {image.shape} of {image.dtype}"
         )
-    # OpenCV decodes to BGR(A): channel 2 is R, 1 is G, 0 is B.
-    ids = image[:, :, 2].astype(np.int32)
-    ids |= image[:, :, 1].astype(np.int32) << 8
-    ids |= image[:, :, 0].astype(np.int32) << 16
-    return ids
+    import cv2
+
+    # OpenCV decodes to BGR(A).  As RGBA bytes, a little-endian uint32 reads R + 256 G + 256² B
+    # + 256³ A: one SIMD colour conversion and a mask give the ids without per-channel passes.
+    code = cv2.COLOR_BGR2RGBA if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+    rgba = np.ascontiguousarray(cv2.cvtColor(image, code))
+    ids = rgba.view("<u4").reshape(rgba.shape[:2])
+    ids &= 0xFFFFFF
+    return ids.view(np.int32)
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:
@@ -81,27 +87,79 @@ def index_map(id_map: np.ndarray, known_ids: np.ndarray) -> np.ndarray:
     """Replace every id by its position in ``known_ids``; ids not listed become ``len(known_ids)``.
 
     ``id_map`` ``[H, W]`` non-negative ints, ``known_ids`` ``[S]`` unique non-negative ints (any
-    order).  Returns ``[H, W]`` int64.  A lookup table (one gather per pixel) serves ids below 2²²;
-    larger ids fall back to a binary search.
+    order).  Returns ``[H, W]`` uint8 for uint8 maps with ``S < 255``, uint16 when ``S < 65535`` (the usual case: less memory traffic for
+    the histogram that follows), else int64.  A lookup table (one gather per pixel) serves ids
+    below 2²²; larger ids fall back to a binary search.
     """
     known_ids = np.asarray(known_ids, dtype=np.int64)
     unknown = len(known_ids)
+    if id_map.dtype == np.uint8 and unknown < 255:
+        import cv2
+
+        # 8-bit label maps: OpenCV's 256-entry table lookup (vectorised, GIL released).
+        table = np.full(256, unknown, np.uint8)
+        in_range = known_ids < 256
+        table[known_ids[in_range]] = np.nonzero(in_range)[0]
+        return cv2.LUT(id_map, table)
+    dtype = np.uint16 if unknown < 65535 else np.int64
     max_id = int(id_map.max(initial=0))
     if max_id < (1 << 22):
-        lookup = np.full(max_id + 1, unknown, dtype=np.int64)
+        lookup = np.full(max_id + 1, unknown, dtype=dtype)
         in_range = known_ids <= max_id
         lookup[known_ids[in_range]] = np.nonzero(in_range)[0]
-        return lookup[id_map]
+        return np.take(lookup, id_map)
     order = np.argsort(known_ids)
     sorted_ids = known_ids[order]
     flat = id_map.astype(np.int64).ravel()
     position = np.searchsorted(sorted_ids, flat)
     position_clipped = np.minimum(position, max(unknown - 1, 0))
-    found = (position < unknown) & (sorted_ids[position_clipped] == flat) if unknown else np.zeros(
-        flat.shape, bool
-    )
-    result = np.where(found, order[position_clipped] if unknown else 0, unknown)
-    return result.reshape(id_map.shape)
+    if unknown:
+        found = (position < unknown) & (sorted_ids[position_clipped] == flat)
+        result = np.where(found, order[position_clipped], unknown)
+    else:
+        result = np.zeros(flat.shape, np.int64)
+    return result.astype(dtype).reshape(id_map.shape)
+
+
+def pair_histogram(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int) -> np.ndarray:
+    """``[num_rows, num_cols]`` int64 counts of the pixel pairs ``(rows[y, x], cols[y, x])``.
+
+    ``rows`` / ``cols``: same-shape index maps with values below ``num_rows`` / ``num_cols``.  With
+    at most 65536 cells the pair key fits in uint16 and OpenCV's histogram counts it in one pass
+    (exact: float32 counts are integers below 2²⁴, and it releases the GIL, so threads overlap);
+    otherwise ``np.bincount`` over an int64 key.
+    """
+    cells = num_rows * num_cols
+    if cells <= (1 << 16) and rows.size < (1 << 24) and rows.size > 0:
+        import cv2
+
+        key = rows.astype(np.uint16)  # a fresh array: modified in place below
+        key *= np.uint16(num_cols)
+        key += cols.astype(np.uint16, copy=False)
+        key = key.reshape(key.shape[0], -1) if key.ndim >= 2 else key.reshape(-1, 1)
+        counts = cv2.calcHist([np.ascontiguousarray(key)], [0], None, [cells], [0, cells])
+        return counts.ravel().astype(np.int64).reshape(num_rows, num_cols)
+    key = rows.astype(np.int64) * num_cols + cols
+    return np.bincount(key.ravel(), minlength=cells).reshape(num_rows, num_cols)
+
+
+def value_counts(values: np.ndarray) -> tuple:
+    """Sorted distinct values of a non-negative int map and their pixel counts (int64 arrays)."""
+    if values.dtype == np.uint16 and 0 < values.size < (1 << 24):
+        import cv2
+
+        image = values.reshape(values.shape[0], -1) if values.ndim >= 2 else values.reshape(-1, 1)
+        counts = cv2.calcHist([np.ascontiguousarray(image)], [0], None, [1 << 16], [0, 1 << 16])
+        counts = counts.ravel().astype(np.int64)
+        present = np.nonzero(counts)[0]
+        return present.astype(np.int64), counts[present]
+    flat = values.ravel()
+    if int(flat.max(initial=0)) < (1 << 22):
+        counts = np.bincount(flat)
+        present = np.nonzero(counts)[0]
+        return present.astype(np.int64), counts[present].astype(np.int64)
+    present, counts = np.unique(flat, return_counts=True)
+    return present.astype(np.int64), counts.astype(np.int64)
 
 
 def load_json(path: str | os.PathLike) -> Any:

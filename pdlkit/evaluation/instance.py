@@ -26,7 +26,7 @@ import numpy as np
 
 from pdlkit.errors import DataError
 
-from ._io import index_map
+from ._io import index_map, pair_histogram, value_counts
 
 __all__ = [
     "OVERLAP_THRESHOLDS",
@@ -86,17 +86,6 @@ class ImageInstanceMatches:
     per_category: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
-def _unique_values(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values of a non-negative int map and their pixel counts."""
-    flat = values.ravel()
-    if int(flat.max(initial=0)) < (1 << 22):
-        counts = np.bincount(flat)
-        present = np.nonzero(counts)[0]
-        return present.astype(np.int64), counts[present].astype(np.int64)
-    present, counts = np.unique(flat, return_counts=True)
-    return present.astype(np.int64), counts.astype(np.int64)
-
-
 def match_image_instances(
     instance_map: np.ndarray,
     pred_ids: np.ndarray,
@@ -120,17 +109,15 @@ def match_image_instances(
         )
     if (instance_map < 0).any():
         raise DataError(f"image {image_id}: negative values in the instance ground truth")
-    gt_values, gt_pixels = _unique_values(instance_map)
+    gt_values, gt_pixels = value_counts(instance_map)
     gt_labels = np.where(gt_values < label_divisor, gt_values, gt_values // label_divisor)
     is_void = (gt_values < label_divisor) & ~np.isin(gt_values, np.asarray(evaluated_category_ids))
 
     num_preds = len(instances)
     gt_index = index_map(instance_map, gt_values)
     pred_index = index_map(pred_ids, np.array([i.segment_id for i in instances], np.int64))
-    joint = np.bincount(
-        (gt_index * (num_preds + 1) + pred_index).ravel(),
-        minlength=(len(gt_values) + 1) * (num_preds + 1),
-    ).reshape(len(gt_values) + 1, num_preds + 1)[: len(gt_values), :num_preds]
+    joint = pair_histogram(gt_index, pred_index, len(gt_values) + 1, num_preds + 1)
+    joint = joint[: len(gt_values), :num_preds]
     pred_pixels = joint.sum(axis=0)
     pred_void = joint[is_void].sum(axis=0)
     pred_categories = np.array([i.category_id for i in instances], np.int64)

@@ -23,7 +23,7 @@ import numpy as np
 
 from pdlkit.errors import DataError
 
-from ._io import index_map
+from ._io import index_map, pair_histogram
 
 __all__ = ["PQStats", "pq_image_stats", "pq_summary"]
 
@@ -96,9 +96,7 @@ def pq_image_stats(
     num_pred_cols = len(pred_seg_ids) + 1
     pred_index = index_map(pred_ids, pred_seg_ids)
 
-    joint = np.bincount(
-        (gt_index * num_pred_cols + pred_index).ravel(), minlength=num_gt_rows * num_pred_cols
-    ).reshape(num_gt_rows, num_pred_cols)
+    joint = pair_histogram(gt_index, pred_index, num_gt_rows, num_pred_cols)
 
     pred_area = joint.sum(axis=0)
     if pred_area[-1] > 0:

@@ -20,7 +20,7 @@ import numpy as np
 
 from pdlkit.errors import DataError
 
-from ._io import index_map
+from ._io import index_map, pair_histogram
 
 __all__ = ["confusion_matrix", "iou_summary"]
 
@@ -40,14 +40,14 @@ def confusion_matrix(
         )
     num_classes = len(class_ids)
     ids = np.asarray(class_ids, np.int64)
-    if (gt_labels < 0).any() or (pred_labels < 0).any():
+    size = num_classes + 1
+    if (gt_labels.dtype.kind == "i" and (gt_labels < 0).any()) or (
+        pred_labels.dtype.kind == "i" and (pred_labels < 0).any()
+    ):
         raise DataError(f"image {image_id}: negative label ids in a semantic map")
     gt_index = index_map(gt_labels, ids)
     pred_index = index_map(pred_labels, ids)
-    size = num_classes + 1
-    return np.bincount((gt_index * size + pred_index).ravel(), minlength=size * size).reshape(
-        size, size
-    )
+    return pair_histogram(gt_index, pred_index, size, size)
 
 
 def iou_summary(confusion: np.ndarray, class_names: Sequence[str]) -> Dict:

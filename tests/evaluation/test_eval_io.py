@@ -44,3 +44,31 @@ def test_unreadable_png_is_named(tmp_path):
     with pytest.raises(DataError, match="8-bit RGB"):
         atomic_write_png(tmp_path / "gray.png", np.zeros((2, 2), np.uint8))
         read_panoptic_png(tmp_path / "gray.png")
+
+
+@pytest.mark.parametrize("num_rows,num_cols", [(1, 1), (3, 7), (200, 300), (300, 300)])  # the last exceeds 65536 cells
+def test_pair_histogram_equals_bincount(num_rows, num_cols):
+    from pdlkit.evaluation._io import pair_histogram
+
+    rng = np.random.default_rng(num_rows)
+    rows = rng.integers(0, num_rows, (37, 53)).astype(np.uint16)
+    cols = rng.integers(0, num_cols, (37, 53)).astype(np.uint16)
+    expected = np.zeros((num_rows, num_cols), np.int64)
+    np.add.at(expected, (rows.astype(np.int64), cols.astype(np.int64)), 1)
+    np.testing.assert_array_equal(pair_histogram(rows, cols, num_rows, num_cols), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_value_counts(dtype):
+    from pdlkit.evaluation._io import value_counts
+
+    values = np.array([[26001, 7, 7], [0, 65535, 7]], dtype)
+    present, counts = value_counts(values)
+    assert present.tolist() == [0, 7, 26001, 65535] and counts.tolist() == [1, 3, 1, 1]
+
+
+def test_index_map_uint8_path():
+    values = np.array([[0, 7, 26], [255, 8, 7]], np.uint8)
+    result = index_map(values, np.array([26, 7, 300]))
+    assert result.dtype == np.uint8
+    assert result.tolist() == [[3, 1, 0], [3, 3, 1]]

@@ -1,0 +1,158 @@
+"""Time pdlkit's PQ + mIoU (and AP) against cityscapesscripts' evaluators on the same files.
+
+Builds hand-made Cityscapes-style ground truth (tests/evaluation/scenes.py: stuff, void, crowd,
+occluding instances, converted by cityscapesscripts' createPanopticImgs) and perturbed predictions
+at two sizes, checks that the numbers agree, and prints the best wall time of each side over
+interleaved repeats and the ratio (and the ratio of the medians).  The official side is ``evalPanopticSemanticLabeling`` (its own multiprocessing pool over all
+cores) + ``evalPixelLevelSemanticLabeling`` (its defaults, which include the instance-level nIoU);
+pdlkit's side is ``evaluate_predictions(compute_ap=False)``.  AP is timed separately: pdl eval's AP
+against ``pdl convert`` + ``evalInstanceLevelSemanticLabeling``.
+
+    python benchmarks/eval.py                       # 50 images of 128x256, 3 of 1024x2048
+    python benchmarks/eval.py --small 20 --large 0 --repeats 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "evaluation"))
+
+import scenes  # noqa: E402
+
+from pdlkit.evaluation import convert_predictions, evaluate_predictions  # noqa: E402
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads) plus its finished, reaped child processes."""
+    import multiprocessing
+    import resource
+
+    while multiprocessing.active_children():  # reaps the official pool's exited workers
+        time.sleep(0.005)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _interleaved_times(functions, repeats: int):
+    """Run the functions in turn ``repeats`` times (so background load hits all of them alike).
+
+    Returns per function (best wall time, median wall time, median CPU time, last result).  CPU
+    time (this process's threads + child processes) is far less sensitive than wall time to other
+    programs sharing the cores.
+    """
+    wall = [[] for _ in functions]
+    cpu = [[] for _ in functions]
+    results = [None] * len(functions)
+    for _ in range(repeats):
+        for k, function in enumerate(functions):
+            cpu_start, start = _cpu_seconds(), time.perf_counter()
+            results[k] = function()
+            wall[k].append(time.perf_counter() - start)
+            cpu[k].append(_cpu_seconds() - cpu_start)
+    return [
+        (min(w), statistics.median(w), statistics.median(c), r) for w, c, r in zip(wall, cpu, results)
+    ]
+
+
+def run_case(name: str, num_images: int, height: int, width: int, repeats: int, work: Path, with_ap: bool):
+    root = work / f"{name}_gt"
+    scenes.write_ground_truth(root, "val", num_images, height, width, seed=0)
+    predictions = scenes.write_predictions(root, "val", work / f"{name}_pred", seed=1, perturb=True)
+    scratch = work / f"{name}_scratch"
+    scratch.mkdir()
+
+    def official_pq_miou():
+        return (
+            scenes.official_panoptic(root, "val", predictions, scratch),
+            scenes.official_pixel(root, "val", predictions),
+        )
+
+    def ours_pq_miou():
+        return evaluate_predictions(root, "val", predictions, compute_ap=False, progress=False)
+
+    ours_pq_miou()  # first call pays the imports (OpenCV, tqdm); not part of the comparison
+    (official_best, official_median, official_cpu, (panoptic, pixel)), (ours_best, ours_median, ours_cpu, ours) = _interleaved_times(
+        [official_pq_miou, ours_pq_miou], repeats
+    )
+    assert abs(ours["PQ"] - 100 * panoptic["All"]["pq"]) < 1e-6, "PQ differs from the official evaluator"
+    assert abs(ours["mIoU"] - 100 * pixel["averageScoreClasses"]) < 1e-6, "mIoU differs"
+    row = {
+        "case": f"{num_images} x {height}x{width}",
+        "official_s": official_best,
+        "pdlkit_s": ours_best,
+        "ratio": official_best / ours_best,
+        "ratio_median": official_median / ours_median,
+        "official_cpu_s": official_cpu,
+        "pdlkit_cpu_s": ours_cpu,
+        "PQ": ours["PQ"],
+        "mIoU": ours["mIoU"],
+    }
+    if with_ap:
+        def official_ap():
+            results = work / f"{name}_instances"
+            convert_predictions(predictions, results)
+            cache = scratch / "gtInstances.json"
+            if cache.exists():
+                cache.unlink()  # a fresh ground-truth read, as on a first run
+            return scenes.official_instance(root, "val", results, scratch)
+
+        def ours_all():
+            return evaluate_predictions(root, "val", predictions, compute_ap=True, progress=False)
+
+        (official_ap_time, _, official_ap_cpu, instance), (ours_all_time, _, ours_all_cpu, ours_full) = _interleaved_times(
+            [official_ap, ours_all], repeats
+        )
+        assert abs(ours_full["AP"] - 100 * instance["averages"]["allAp"]) < 1e-4, "AP differs"
+        row.update(official_ap_s=official_ap_time, pdlkit_all_s=ours_all_time, AP=ours_full["AP"],
+                   official_ap_cpu_s=official_ap_cpu, pdlkit_all_cpu_s=ours_all_cpu)
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=50, help="number of small images")
+    parser.add_argument("--small-size", default="128x256", help="HxW of the small images")
+    parser.add_argument("--large", type=int, default=3, help="number of 1024x2048 images")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-ap", action="store_true", help="skip the AP timing")
+    args = parser.parse_args(argv)
+    small_h, small_w = (int(v) for v in args.small_size.split("x"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"cores: {cores}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+          f"best of {args.repeats} interleaved runs (ratio of medians in brackets); pdlkit threads: {cores}, official pool: {cores} processes")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pdl_bench_eval_") as temp:
+        work = Path(temp)
+        if args.small:
+            rows.append(run_case("small", args.small, small_h, small_w, args.repeats, work, not args.no_ap))
+        if args.large:
+            rows.append(run_case("large", args.large, 1024, 2048, args.repeats, work, not args.no_ap))
+    print()
+    print("PQ + mIoU: official = evalPanopticSemanticLabeling + evalPixelLevelSemanticLabeling")
+    print(f"{'images':<16}{'wall s: official':>17}{'pdlkit':>8}{'ratio':>7}{'(medians)':>10}"
+          f"{'CPU s: official':>17}{'pdlkit':>8}{'ratio':>7}")
+    for row in rows:
+        print(f"{row['case']:<16}{row['official_s']:>17.3f}{row['pdlkit_s']:>8.3f}{row['ratio']:>6.1f}x"
+              f"{row['ratio_median']:>9.1f}x{row['official_cpu_s']:>17.3f}{row['pdlkit_cpu_s']:>8.3f}"
+              f"{row['official_cpu_s'] / row['pdlkit_cpu_s']:>6.1f}x")
+    if not args.no_ap:
+        print("AP: official = pdl convert + evalInstanceLevelSemanticLabeling; pdlkit = PQ + mIoU + AP")
+        print(f"{'images':<16}{'wall s: official':>17}{'pdlkit':>8}{'ratio':>7}"
+              f"{'CPU s: official':>17}{'pdlkit':>8}{'ratio':>7}")
+        for row in rows:
+            print(f"{row['case']:<16}{row['official_ap_s']:>17.3f}{row['pdlkit_all_s']:>8.3f}"
+                  f"{row['official_ap_s'] / row['pdlkit_all_s']:>6.1f}x{row['official_ap_cpu_s']:>17.3f}"
+                  f"{row['pdlkit_all_cpu_s']:>8.3f}{row['official_ap_cpu_s'] / row['pdlkit_all_cpu_s']:>6.1f}x")
+    print("(numbers checked equal: PQ and mIoU to 1e-6, AP to 1e-4)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
