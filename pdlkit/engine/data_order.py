@@ -163,9 +163,12 @@ class _WorkerInit:
         random.seed(base)
         np.random.seed(base)
         torch.manual_seed(base)
-        # Ctrl-C reaches the whole process group; the main process handles it (it saves a
-        # checkpoint and shuts the loader down), so a worker must not die on it first.
+        # Ctrl-C reaches the whole process group, and schedulers (Slurm) send SIGTERM to every
+        # process of a job.  The main process handles both (it saves a checkpoint, then shuts the
+        # loader down through its queues); a worker dying first would make the loader raise in the
+        # middle of a step instead.  A worker whose parent is gone exits by itself (torch's watchdog).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         torch.set_num_threads(1)
         try:
             import cv2
