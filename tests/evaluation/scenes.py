@@ -27,8 +27,13 @@ def _ellipse(mask_shape, center, axes):
     return mask.astype(bool)
 
 
-def make_instance_map(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A ``[H, W]`` int32 Cityscapes instanceIds map: stuff, void, crowd, occluding instances."""
+def make_instance_map(
+    rng: np.random.Generator, height: int, width: int, num_instances=(4, 12)
+) -> np.ndarray:
+    """A ``[H, W]`` int32 Cityscapes instanceIds map: stuff, void, crowd, occluding instances.
+
+    ``num_instances``: (low, high) bounds of the number of thing instances drawn (high exclusive).
+    """
     inst = np.full((height, width), 23, np.int32)  # sky
     horizon = int(height * rng.uniform(0.3, 0.45))
     inst[horizon:, :] = 11  # building
@@ -43,7 +48,7 @@ def make_instance_map(rng: np.random.Generator, height: int, width: int) -> np.n
     y0, x0 = rng.integers(0, height // 2), rng.integers(0, width - 8)
     inst[y0 : y0 + height // 10 + 1, x0 : x0 + width // 12 + 1] = 4  # "static": void
     counters = {}
-    for _ in range(int(rng.integers(4, 12))):
+    for _ in range(int(rng.integers(*num_instances))):
         label = int(rng.choice(THING_LABELS, p=[0.3, 0.05, 0.35, 0.05, 0.05, 0.05, 0.05, 0.1]))
         counters[label] = counters.get(label, 0) + 1
         small = rng.random() < 0.2
@@ -65,7 +70,9 @@ def label_map_of(inst: np.ndarray) -> np.ndarray:
     return np.where(inst < 1000, inst, inst // 1000).astype(np.uint8)
 
 
-def write_ground_truth(root: Path, split: str, num_images: int, height: int, width: int, seed: int):
+def write_ground_truth(
+    root: Path, split: str, num_images: int, height: int, width: int, seed: int, num_instances=(4, 12)
+):
     """Write gtFine/{split} instance and label ids and run cityscapesscripts' createPanopticImgs."""
     from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 
@@ -77,7 +84,7 @@ def write_ground_truth(root: Path, split: str, num_images: int, height: int, wid
         image_id = f"{city}_{i:06d}_000019"
         folder = root / "gtFine" / split / city
         folder.mkdir(parents=True, exist_ok=True)
-        inst = make_instance_map(rng, height, width)
+        inst = make_instance_map(rng, height, width, num_instances)
         cv2.imwrite(str(folder / f"{image_id}_gtFine_instanceIds.png"), inst.astype(np.uint16))
         cv2.imwrite(str(folder / f"{image_id}_gtFine_labelIds.png"), label_map_of(inst))
         image_dir = root / "leftImg8bit" / split / city
