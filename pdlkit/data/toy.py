@@ -35,6 +35,8 @@ __all__ = ["generate_toy", "TOY_CITIES", "TOY_MARKER", "toy_scene_polygons"]
 
 TOY_CITIES = {"train": ("toyburg", "mockton"), "val": ("synthville",)}
 TOY_MARKER = "pdlkit_toy.json"  # parameters of a generated toy set; written last
+# Bumped whenever the same parameters would give other pictures, so an old folder is not taken as current.
+TOY_GENERATOR_VERSION = 2
 _FRAME = 19  # Cityscapes' annotated frame number
 
 
@@ -467,7 +469,7 @@ def generate_toy(out, *, train: int = 40, val: int = 10, height: int = 128, widt
         raise DataError("toy dataset: train and val are both 0; nothing to generate")
     out = Path(out)
     params = {"train": int(train), "val": int(val), "height": int(height), "width": int(width), "seed": int(seed),
-              "generator": 1}
+              "generator": TOY_GENERATOR_VERSION}
     marker = out / TOY_MARKER
     if marker.is_file():
         try:
