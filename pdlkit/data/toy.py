@@ -31,7 +31,8 @@ import numpy as np
 from ..errors import DataError
 from .io import atomic_write_bytes, atomic_write_json, write_png
 
-__all__ = ["generate_toy", "TOY_CITIES", "TOY_MARKER", "toy_scene_polygons"]
+__all__ = ["generate_toy", "render_toy_image", "toy_scene_polygons", "TOY_CITIES", "TOY_MARKER",
+           "TOY_GENERATOR_VERSION"]
 
 TOY_CITIES = {"train": ("toyburg", "mockton"), "val": ("synthville",)}
 TOY_MARKER = "pdlkit_toy.json"  # parameters of a generated toy set; written last
@@ -393,7 +394,8 @@ def _polygon_json(objects, height: int, width: int) -> dict:
 
 
 def toy_scene_polygons(seed_sequence, height: int, width: int) -> tuple:
-    """(polygons json dict, objects) of one scene; ``seed_sequence``: anything numpy's ``default_rng`` takes."""
+    """(polygons json dict, objects, the scene's generator) of one scene; ``seed_sequence``: anything
+    numpy's ``default_rng`` takes.  The generator continues into the painting, so both follow the seed."""
     rng = np.random.default_rng(seed_sequence)
     objects = _scene(rng, height, width)
     return _polygon_json(objects, height, width), objects, rng
