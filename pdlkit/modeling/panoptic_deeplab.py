@@ -66,10 +66,11 @@ class PanopticDeepLab(nn.Module):
             raise ValueError(f"images must be [N, 3, H, W], got {list(images.shape)}")
         height, width = images.shape[-2:]
         divisor = self.size_divisibility
-        pad_bottom = (-height) % divisor
-        pad_right = (-width) % divisor
-        if pad_bottom or pad_right:
-            images = F.pad(images, (0, pad_right, 0, pad_bottom))
+        # Padding unconditionally (a no-op pad when already divisible) keeps one graph for every input
+        # size when the model is traced for export.
+        padded_height = (height + divisor - 1) // divisor * divisor
+        padded_width = (width + divisor - 1) // divisor * divisor
+        images = F.pad(images, (0, padded_width - width, 0, padded_height - height))
         padded_size = images.shape[-2:]
 
         features = self.backbone(images)

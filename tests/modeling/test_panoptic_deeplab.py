@@ -233,3 +233,18 @@ def test_one_optimisation_step_lowers_the_loss():
     optimizer.step()
     after = loss_fn(model(images), targets)
     assert after["total"].item() < before["total"].item()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+def test_a_traced_model_serves_other_input_sizes():
+    """Export traces one graph; padding and cropping must follow the input size, not the traced one."""
+    torch.manual_seed(0)
+    model = _model(backbone="resnet18").eval()
+    with torch.no_grad(), pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(model, torch.randn(1, 3, 64, 96), strict=False)
+    images = torch.randn(1, 3, 65, 97)
+    with torch.no_grad():
+        expected, got = model(images), traced(images)
+    for key in expected:
+        assert got[key].shape == expected[key].shape
+        torch.testing.assert_close(got[key], expected[key])
