@@ -6,7 +6,7 @@ import click
 
 @click.command("predict")
 @click.argument("input", metavar="INPUT")
-@click.option("--weights", "-w", required=True, metavar="CKPT", help="A pdlkit checkpoint (.pt) from pdl train.")
+@click.option("--weights", "-w", required=True, metavar="CKPT", help="A pdlkit checkpoint (.pt) from pdl train, or an .onnx file from pdl export (needs onnxruntime).")
 @click.option("--output", "-o", required=True, metavar="DIR", help="Folder for panoptic/, semantic/, panoptic.json.")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass (images of one size are batched).")
@@ -40,9 +40,6 @@ def command(input, weights, output, batch_size, device, tta, overwrite, save_raw
     # corrupt files are reported by pdl in one line; OpenCV's own decoder log would only add noise
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
 
-    if Path(weights).suffix.lower() == ".onnx":
-        raise PdlError(f"{weights}: ONNX weights are not supported yet (ONNX support is not built); "
-                       "pass a .pt checkpoint")
     if not Path(weights).is_file():
         raise PdlError(f"{weights}: weights file not found")
     find_images(input)  # an empty or missing INPUT fails before the model is loaded

@@ -139,10 +139,15 @@ class Predictor:
         from pdlkit.config import Config
 
         path = Path(weights)
-        if path.suffix.lower() == ".onnx":
-            raise PdlError(f"{path}: ONNX weights are not supported yet; pass a .pt checkpoint")
         if not path.is_file():
             raise PdlError(f"{path}: weights file not found")
+        if path.suffix.lower() == ".onnx":  # an exported network run by onnxruntime (pdl export)
+            from .onnx_runtime import OnnxNetwork
+
+            network = OnnxNetwork(path, device=_resolve_device(device))
+            self._setup(network, network.config, network.spec, device, tta, amp)
+            self.weights = path
+            return
         from pdlkit.data.spec import DatasetSpec
         from pdlkit.engine import load_checkpoint
         from pdlkit.modeling import build_model
