@@ -105,3 +105,8 @@ def test_eval_weights_equals_predict_then_eval(toy_root, toy_checkpoint, tmp_pat
     a, b = json.loads(with_weights.read_text()), json.loads(with_predictions.read_text())
     assert a == b
     assert a["num_images"] == 3 and 0.0 <= a["PQ"] <= 100.0
+    # The model's own prediction files, scored by the official evaluators, give the same numbers.
+    official = scenes.official_panoptic(toy_root, "val", predictions, tmp_path)
+    assert a["PQ"] == pytest.approx(100 * official["All"]["pq"], abs=1e-6)
+    pixel = scenes.official_pixel(toy_root, "val", predictions)
+    assert a["mIoU"] == pytest.approx(100 * pixel["averageScoreClasses"], abs=1e-6)
