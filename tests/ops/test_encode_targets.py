@@ -364,6 +364,23 @@ def test_one_pixel_image(backend):
     assert out["semantic_weights"].tolist() == [[3.0]]  # 1 pixel < 4096
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0, 0)])
+def test_empty_maps(backend, shape):
+    out = encode_targets(torch.zeros(shape, dtype=torch.int64), torch.tensor([[0, 1, 1, 0]]), backend=backend)
+    assert out["semantic"].shape == out["center"].shape == out["center_weights"].shape == shape
+    assert out["offset"].shape == (2, *shape) and out["center_points"].shape == (0, 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_sigma_covers_the_image(backend):
+    # The window dwarfs the image (and int32): every pixel lies within a few cells of the middle.
+    out = encode_targets(torch.tensor([[1, 1, 1], [1, 1, 1]]), torch.tensor([[1, 0, 1, 0]]), sigma=1e9,
+                         backend=backend)
+    assert out["center_points"].tolist() == [[0.5, 1.0]]
+    assert torch.allclose(out["center"], torch.ones(2, 3), atol=1e-7, rtol=0)
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 GOOD_PANOPTIC = torch.tensor([[1, 2], [2, 2]])
