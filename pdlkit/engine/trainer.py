@@ -141,7 +141,8 @@ class Trainer:
         if not root.is_dir():
             raise DataError(f"{root}: dataset root not found (set it with --data or data.root)")
 
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Dataset, model (norm layers adapted to the device), loss, Adam, schedule and grad scaler."""
         import torch
 
         from ..data import build_train_dataset, spec_for
@@ -194,6 +195,16 @@ class Trainer:
                            f"({detail[1].strip() if len(detail) > 1 else detail[0]})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # The schedule follows the config, so a finished or stopped run can be extended with a larger
+        # solver.max_iter; with the same config this recomputes exactly the saved learning rate.
+        solver = self.cfg.solver
+        self.scheduler.max_iter, self.scheduler.power = solver.max_iter, solver.poly_power
+        self.scheduler.warmup_iters, self.scheduler.warmup_factor = solver.warmup_iters, solver.warmup_factor
+        self.scheduler.base_lrs = [solver.lr for _ in self.optimizer.param_groups]
+        current = self.scheduler.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, current):
+            group["lr"] = lr
+        self.scheduler._last_lr = list(current)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
@@ -288,7 +299,7 @@ class Trainer:
     def run(self, *, resume: bool = False) -> dict:
         import torch
 
-        self._build()
+        self.build()
         if resume:
             self._resume()
         else:
