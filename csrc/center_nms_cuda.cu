@@ -4,8 +4,9 @@
 #ifdef PDL_WITH_CUDA
 
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -38,7 +39,7 @@ __global__ void positive_survivor_kernel(const float* __restrict__ heatmap, int6
 
 std::tuple<at::Tensor, at::Tensor> find_center_indices_cuda(const at::Tensor& heatmap_in, double threshold,
                                                             int64_t nms_kernel, int64_t top_k) {
-  const at::cuda::CUDAGuard guard(heatmap_in.device());
+  const c10::cuda::CUDAGuard guard(heatmap_in.device());
   const at::Tensor heatmap = contiguous(heatmap_in);
   const int64_t height = heatmap.size(0), width = heatmap.size(1), pixels = height * width;
   const auto long_options = heatmap.options().dtype(at::kLong);
@@ -46,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor> find_center_indices_cuda(const at::Tensor& he
   at::Tensor survivor = at::empty({pixels}, heatmap.options().dtype(at::kBool));
   at::Tensor found_nan = at::zeros({1}, heatmap.options().dtype(at::kInt));
   const int64_t blocks = (pixels + kThreads - 1) / kThreads;
-  positive_survivor_kernel<<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+  positive_survivor_kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       heatmap.data_ptr<float>(), height, width, static_cast<int>((nms_kernel - 1) / 2),
       static_cast<float>(threshold), survivor.data_ptr<bool>(), found_nan.data_ptr<int>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -9,8 +9,9 @@
 #ifdef PDL_WITH_CUDA
 
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -163,7 +164,7 @@ MergeOutputs panoptic_merge_cuda(const at::Tensor& semantic_in, const at::Tensor
   MergeArgs args = check_merge_args(semantic_in, center_heatmap, offsets_in, thing_ids, label_divisor,
                                     void_label, threshold, nms_kernel, top_k);
   check_device_type(args.semantic, c10::DeviceType::CUDA, "semantic");
-  const at::cuda::CUDAGuard guard(args.semantic.device());
+  const c10::cuda::CUDAGuard guard(args.semantic.device());
   const at::Device device = args.semantic.device();
   const int64_t height = args.height, width = args.width, pixels = height * width;
   const bool logits = args.logits;
@@ -211,7 +212,7 @@ MergeOutputs panoptic_merge_cuda(const at::Tensor& semantic_in, const at::Tensor
   const at::Tensor center_y_d = to_device(center_y, at::kFloat, device);
   const at::Tensor center_x_d = to_device(center_x, at::kFloat, device);
   const int64_t blocks = std::max<int64_t>((pixels + kThreads - 1) / kThreads, 1);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   if (pixels > 0) {
     merge_pass1_kernel<<<blocks, kThreads, 0, stream>>>(

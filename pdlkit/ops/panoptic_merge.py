@@ -116,7 +116,7 @@ def _validate(semantic, center_heatmap, offsets, thing_ids, label_divisor, stuff
     else:
         raise ValueError(f"semantic must be float32 logits [C, H, W] or integer labels [H, W], got {semantic.dtype}")
     height, width = semantic.shape[-2:]
-    heatmap = heatmap_2d(center_heatmap, "center_heatmap", check_values=check_values)
+    heatmap = heatmap_2d(center_heatmap, "center_heatmap", check_values=False)
     if tuple(heatmap.shape) != (height, width):
         raise ValueError(f"center_heatmap has size {tuple(heatmap.shape)}, semantic has {(height, width)}")
     if not isinstance(offsets, torch.Tensor):
@@ -139,6 +139,7 @@ def _validate(semantic, center_heatmap, offsets, thing_ids, label_divisor, stuff
     if logits and (num_classes - 1) * label_divisor + max_instances > _INT32_MAX:
         raise ValueError(f"label_divisor={label_divisor} with {num_classes} classes overflows the int32 panoptic ids")
     if check_values:
+        heatmap_2d(heatmap, "center_heatmap", check_values=True)
         if logits and semantic.numel() and not bool(torch.isfinite(semantic).all()):
             raise ValueError("semantic logits contain NaN or infinity")
         if offsets.numel() and not bool(torch.isfinite(offsets).all()):
