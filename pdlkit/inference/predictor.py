@@ -77,30 +77,29 @@ def segments_from_panoptic(
     """Segments (area, bbox, categories) of a train-id-space panoptic map.
 
     panoptic: [H, W] int tensor, negative = void.  instance_info maps a thing's panoptic id to its
-    extra fields (score, objectness, class_score, center).  Areas and boxes come from a bincount
-    and scatter reductions over the pixels, not from a loop over segments.
+    extra fields (score, objectness, class_score, center).  Areas and boxes come from bincounts
+    over the pixels, not from a loop over segments.
     """
     height, width = panoptic.shape
-    # key = id + 1 (void, any negative id, -> 0): bincount over keys gives every area in one pass,
-    # without sorting the map as torch.unique would
-    keys = panoptic.reshape(-1).to(torch.int64).add_(1).clamp_min_(0)
-    counts = torch.bincount(keys)
-    present = torch.nonzero(counts[1:]).flatten() + 1
+    device = panoptic.device
+    # key = id + 1 (void, any negative id, -> 0); one bincount gives every area without sorting
+    keys = panoptic.to(torch.int64).add_(1).clamp_min_(0)
+    counts = torch.bincount(keys.view(-1))
+    present = torch.nonzero(counts).flatten()  # may include the void key 0
     num = present.numel()
-    if num == 0:
-        return []
-    # segment slots 0..num-1; void pixels go to the extra slot num, dropped at the end
-    compact = torch.full((counts.numel(),), num, dtype=torch.int64, device=keys.device)
-    compact[present] = torch.arange(num, device=keys.device)
-    index = compact[keys]
-    ys = torch.arange(height, device=keys.device).view(height, 1).expand(height, width).reshape(-1)
-    xs = torch.arange(width, device=keys.device).view(1, width).expand(height, width).reshape(-1)
-    big = torch.full((num + 1,), height + width, dtype=torch.int64, device=keys.device)
-    small = torch.full((num + 1,), -1, dtype=torch.int64, device=keys.device)
-    y0 = big.clone().scatter_reduce_(0, index, ys, reduce="amin")[:num]
-    x0 = big.scatter_reduce_(0, index, xs, reduce="amin")[:num]
-    y1 = small.clone().scatter_reduce_(0, index, ys, reduce="amax")[:num]
-    x1 = small.scatter_reduce_(0, index, xs, reduce="amax")[:num]
+    compact = torch.zeros(counts.numel(), dtype=torch.int64, device=device)
+    compact[present] = torch.arange(num, device=device)
+    index = compact[keys]  # [H, W] in 0..num-1
+    # per-row and per-column pixel counts of every segment ([H, num], [W, num]): a box is the
+    # first and last row / column with a nonzero count; two bincounts instead of four scatters
+    row_hist = torch.bincount((index + torch.arange(height, device=device).view(height, 1) * num).view(-1),
+                              minlength=height * num).view(height, num) > 0
+    col_hist = torch.bincount((index + torch.arange(width, device=device).view(1, width) * num).view(-1),
+                              minlength=width * num).view(width, num) > 0
+    y0 = row_hist.to(torch.uint8).argmax(0)
+    y1 = height - 1 - row_hist.flip(0).to(torch.uint8).argmax(0)
+    x0 = col_hist.to(torch.uint8).argmax(0)
+    x1 = width - 1 - col_hist.flip(0).to(torch.uint8).argmax(0)
     rows = torch.stack([present - 1, counts[present], y0, x0, y1, x1], dim=1).cpu().tolist()
 
     segments = []
