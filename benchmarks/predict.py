@@ -183,13 +183,13 @@ def main(argv=None) -> None:
         scene_post_ms, scene_instances = _time_postprocess_of_scene(1024, 2048)
         network_ms = rows[-1][2]["network_ms"]
         rows.append(("Cityscapes R50, scene with instances", "1024x2048", {
-            "images": 3, "images_per_s": 1000 / (network_ms + scene_post_ms), "median_ms": network_ms + scene_post_ms,
-            "network_ms": network_ms, "post_ms": scene_post_ms,
+            "images": 3, "images_per_s": 1000 / (network_ms + scene_post_ms),
+            "median_ms": network_ms + scene_post_ms, "network_ms": network_ms, "post_ms": scene_post_ms,
             "post_share": scene_post_ms / (network_ms + scene_post_ms), "instances": scene_instances}))
 
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, native ops {native_available()}, "
           f"torch {torch.__version__}")
-    header = f"| model | size | images | images/s | ms/image | network ms | post ms | post share | instances |"
+    header = "| model | size | images | images/s | ms/image | network ms | post ms | post share | instances |"
     print(header)
     print("|" + "---|" * 9)
     for name, size, r in rows:

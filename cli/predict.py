@@ -6,15 +6,18 @@ import click
 
 @click.command("predict")
 @click.argument("input", metavar="INPUT")
-@click.option("--weights", "-w", required=True, metavar="CKPT", help="A pdlkit checkpoint (.pt) from pdl train, or an .onnx file from pdl export (needs onnxruntime).")
-@click.option("--output", "-o", required=True, metavar="DIR", help="Folder for panoptic/, semantic/, panoptic.json.")
+@click.option("--weights", "-w", required=True, metavar="CKPT",
+              help="A pdlkit checkpoint (.pt) from pdl train, or an .onnx file from pdl export (needs onnxruntime).")
+@click.option("--output", "-o", required=True, metavar="DIR",
+              help="Folder for panoptic/, semantic/, panoptic.json.")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass (images of one size are batched).")
 @click.option("--device", default="auto", show_default=True, metavar="cpu|cuda|cuda:N",
               help="auto = cuda when a GPU is present, else cpu.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: the config's scales + horizontal flip.")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs exist (default: skip them).")
-@click.option("--save-raw", is_flag=True, help="Also store center heatmap and offsets (raw/*.npz) for pdl visualize --what panel.")
+@click.option("--save-raw", is_flag=True,
+              help="Also store center heatmap and offsets (raw/*.npz) for pdl visualize --what panel.")
 @click.option("--no-amp", is_flag=True, help="Run the network in float32 on CUDA (default: float16 autocast).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(input, weights, output, batch_size, device, tta, overwrite, save_raw, no_amp, quiet):

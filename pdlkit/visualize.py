@@ -196,7 +196,8 @@ def _title(tile: np.ndarray, text: str) -> np.ndarray:
     return tile
 
 
-def make_panel(overlay: np.ndarray, semantic: np.ndarray, heatmap: np.ndarray, flow: np.ndarray) -> np.ndarray:
+def make_panel(overlay: np.ndarray, semantic: np.ndarray, heatmap: np.ndarray,
+               flow: np.ndarray) -> np.ndarray:
     """Four [H, W, 3] pictures -> one [2H, 2W, 3] grid (overlay | semantic / heatmap | offsets)."""
     tiles = [_title(overlay, "panoptic"), _title(semantic, "semantic"),
              _title(heatmap, "centers"), _title(flow, "offsets")]

@@ -145,7 +145,9 @@ class PredictionWriter:
         return all(paths[name].is_file() for name in needed)
 
     # ------------------------------------------------------------------ writing
-    def write(self, prediction: Prediction, rel_dir: str, image_id: str, source: str | os.PathLike = "") -> None:
+    def write(self, prediction: Prediction, rel_dir: str, image_id: str,
+              source: str | os.PathLike = "") -> None:
+        """Write one image's files; ``source`` (the input image) is recorded for pdl visualize."""
         paths = self.paths(rel_dir, image_id)
         id_map, segments_info = file_segments(prediction, self.spec)
         if self.save_raw:
