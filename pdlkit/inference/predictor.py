@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pdlkit.errors import DataError, PdlError
-from pdlkit.ops.panoptic_merge import panoptic_merge_batched
+from pdlkit.ops import panoptic_merge_batched
 
 from .tta import forward_tta
 
