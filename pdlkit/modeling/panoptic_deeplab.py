@@ -13,20 +13,18 @@ who pads first gets the same numbers, and a caller who does not gets outputs ali
 The offset head predicts in decoder pixels; its upsampled output is multiplied by the decoder stride (4),
 as detectron2 does.
 
-detectron2 name map (``projects/Panoptic-DeepLab``, ``MODEL.META_ARCHITECTURE: PanopticDeepLab``); apart
-from the prefixes below the names are equal (see backbones.py for the ResNet part):
+detectron2 name map (``projects/Panoptic-DeepLab``, ``MODEL.META_ARCHITECTURE: PanopticDeepLab``).  Below
+the branch prefixes the names are equal, because the decoder, ASPP and heads copy detectron2's module
+layout (the ResNet part is mapped in backbones.py; ``pdlkit.modeling.detectron2_import`` applies it):
 
-=====================================  ==========================================
-detectron2                             pdlkit
-=====================================  ==========================================
-``backbone.stem.*``, ``backbone.resK`` ``backbone.conv1/bn1..``, ``backbone.layer{K-1}``
-``sem_seg_head.decoder.res5.project_conv.*`` (ASPP)  ``semantic_branch.decoder.res5.project_conv.*``
-``sem_seg_head.decoder.res{2,3}.{project_conv,fuse_conv}.*``  ``semantic_branch.decoder.res{2,3}...``
-``sem_seg_head.head.*``, ``.predictor.*``          ``semantic_branch.head.*``, ``.predictor.*``
-``ins_embed_head.decoder.*``                       ``instance_branch.decoder.*``
-``ins_embed_head.{center,offset}_{head,predictor}.*``  ``instance_branch.{center,offset}_{head,predictor}.*``
-``pixel_mean``, ``pixel_std``                      (none: normalisation is preprocessing)
-=====================================  ==========================================
+- ``backbone.stem.conv{k}[.norm]``, ``backbone.res{s}.*``  ->  ``backbone.conv{k}`` / ``backbone.bn{k}``,
+  ``backbone.layer{s-1}.*``
+- ``sem_seg_head.decoder.res5.project_conv.*`` (ASPP)  ->  ``semantic_branch.decoder.res5.project_conv.*``
+- ``sem_seg_head.decoder.res{2,3}.{project_conv,fuse_conv}.*``  ->  ``semantic_branch.decoder.res{2,3}...``
+- ``sem_seg_head.{head,predictor}.*``  ->  ``semantic_branch.{head,predictor}.*``
+- ``ins_embed_head.decoder.*``  ->  ``instance_branch.decoder.*``
+- ``ins_embed_head.{center,offset}_{head,predictor}.*``  ->  ``instance_branch.{center,offset}_{head,predictor}.*``
+- ``pixel_mean``, ``pixel_std``  ->  none (normalisation is preprocessing)
 
 Settings that reproduce detectron2's R52-DC5 Cityscapes checkpoints: backbone "resnet52", output stride
 16, norm "SyncBN" (or "BN" for inference), ``instance_low_level_channels (64, 32)``,
