@@ -139,13 +139,15 @@ def panoptic_overlay(
             train_id = lut[k]
             if train_id < 0:
                 continue
-            ys, xs = np.nonzero(index_map == k)
-            # the segment's pixel nearest to its mean: inside the segment even when it is not convex
-            nearest = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+            # the segment's most interior pixel (farthest from its border): inside it even when it is
+            # not convex, and where the label covers the least of the other segments
+            inside = np.pad((index_map == k).astype(np.uint8), 1)
+            distance = cv2.distanceTransform(inside, cv2.DIST_L2, 3)[1:-1, 1:-1]
+            center_y, center_x = np.unravel_index(int(np.argmax(distance)), distance.shape)
             name = spec.class_names[train_id]
             (text_w, text_h), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_thickness)
-            x = int(np.clip(xs[nearest] - text_w // 2, 0, max(0, width - text_w)))
-            y = int(np.clip(ys[nearest] + text_h // 2, text_h, height - 1))
+            x = int(np.clip(center_x - text_w // 2, 0, max(0, width - text_w)))
+            y = int(np.clip(center_y + text_h // 2, text_h, height - 1))
             cv2.putText(out, name, (x, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
                         text_thickness + 2, cv2.LINE_AA)
             cv2.putText(out, name, (x, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
