@@ -76,6 +76,9 @@ def test_mixed_folder(predictor, mixed_folder, tmp_path):
     out = tmp_path / "out"
     summary = predict_paths(predictor, mixed_folder, out, batch_size=2, progress=False)
     assert summary.processed == 7 and summary.skipped == 0
+    # a.png and b.jpg (equal sizes, consecutive) share a forward pass; other sizes run alone
+    assert (2, 3, 24, 32) in predictor.model.seen_shapes
+    assert max(shape[0] for shape in predictor.model.seen_shapes) == 2
     assert len(summary.failed) == 1
     path, reason = summary.failed[0]
     assert path.endswith("corrupt.png") and "corrupt.png" in reason
