@@ -189,7 +189,11 @@ def export_model(
     opset: int = MIN_OPSET,
     example_size: Optional[Tuple[int, int]] = None,
 ) -> Path:
-    """Export ``model`` (a ``PanopticDeepLab``) with ``cfg`` / ``spec`` as metadata to ``output``."""
+    """Export ``model`` (a ``PanopticDeepLab``) with ``cfg`` / ``spec`` as metadata to ``output``.
+
+    The model is moved to the CPU and left in eval mode.  ``example_size`` (H, W) is the traced
+    example; by default the ASPP pooling window when the config sets one, else 4 x 8 strides.
+    """
     if format not in FORMATS:
         raise PdlError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
     if format == "onnx" and opset < MIN_OPSET:

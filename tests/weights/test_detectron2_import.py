@@ -3,6 +3,7 @@ names its modules (the name list below is written from detectron2's module layou
 pdlkit's key map), imported from .pkl and .pth, loaded strictly, and compared output for output."""
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 
@@ -120,11 +121,16 @@ def _config(dsconv: bool):
     return cfg
 
 
+@functools.lru_cache(maxsize=None)
+def _r52_shapes(dsconv: bool) -> dict:
+    """detectron2 name -> shape, through pdlkit's key map (the names are checked separately)."""
+    model = build_model(_config(dsconv).model, 19)
+    return {d2: tuple(model.state_dict()[pd].shape) for d2, pd in detectron2_key_map(model).items()}
+
+
 def _synthetic_checkpoint(dsconv: bool, seed: int = 0) -> dict:
     """detectron2 name -> random float32 array of the shape the R52 model needs."""
-    cfg = _config(dsconv)
-    model = build_model(cfg.model, 19)
-    shapes = {d2: tuple(model.state_dict()[pd].shape) for d2, pd in detectron2_key_map(model).items()}
+    shapes = _r52_shapes(dsconv)
     rng = np.random.default_rng(seed)
     arrays = {}
     for name in detectron2_panoptic_deeplab_names(dsconv):
@@ -262,13 +268,11 @@ def test_pickle_with_code_is_refused(tmp_path):
 
 def _backbone_arrays(prefix: str) -> dict:
     names = [n for n in detectron2_panoptic_deeplab_names(False) if n.startswith("backbone.")]
-    model = build_model(_config(False).model, 19)
-    key_map = detectron2_key_map(model)
-    state = model.state_dict()
+    shapes = _r52_shapes(False)
     rng = np.random.default_rng(3)
     arrays = {}
     for name in names:
-        shape = tuple(state[key_map[name]].shape)
+        shape = shapes[name]
         arrays[prefix + name[len("backbone."):]] = rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
     return arrays
 
