@@ -10,6 +10,11 @@ import re
 
 from setuptools import find_packages, setup
 
+# torch takes CUDA_HOME from the nvcc on PATH when the variable is unset; a wrapper script in
+# /usr/local/bin would make that /usr/local.  Prefer the conventional toolkit root when it exists.
+if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
 try:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -38,6 +43,19 @@ def with_cuda() -> bool:
     return CUDA_HOME is not None and torch.version.cuda is not None
 
 
+def pip_cuda_include_dirs() -> list:
+    """Headers of the CUDA libraries that torch's own headers include (cusparse.h, cublas_v2.h, ...).
+
+    A minimal toolkit (nvcc + runtime) lacks them; the CUDA build of torch ships them in the
+    ``nvidia`` pip packages beside it (site-packages/nvidia/cu*/include).
+    """
+    if CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "include", "cusparse.h")):
+        return []
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    return sorted(d for d in glob.glob(os.path.join(site, "nvidia", "*", "include"))
+                  if os.path.exists(os.path.join(d, "cusparse.h")))
+
+
 def extension():
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cuda = with_cuda()
@@ -50,6 +68,7 @@ def extension():
     return CUDAExtension(
         "pdlkit._C",
         cpp_sources + cuda_sources,
+        include_dirs=pip_cuda_include_dirs(),
         define_macros=[("PDL_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--fmad=false", "-lineinfo"]},
     )
