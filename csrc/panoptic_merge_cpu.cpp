@@ -196,37 +196,33 @@ inline float exp_nonpositive(float x) {
   return p * scale;
 }
 
-// Row argmax over the C logit planes (first maximum, as torch.argmax) and a finiteness probe:
-// probe[x] (accumulated across rows) stays 0 unless some logit is NaN or infinite (v * 0 is NaN).
-void argmax_row_scalar(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
-                       float* row_max, int32_t* row_arg, float* probe) {
+// One row of the logits: argmax over the C planes (first maximum, as torch.argmax) into row_max /
+// row_arg, and, for pixels whose class has sum_wanted[class] set, the softmax denominator
+// sum_c exp(logit_c - max) into sums (the planes of the row are still in cache then).  probe[x]
+// (accumulated across rows) stays 0 unless some logit is NaN or infinite (v * 0 is NaN then).
+void argmax_softmax_row_scalar(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
+                               const uint8_t* sum_wanted, float* row_max, int32_t* row_arg, float* sums,
+                               float* probe) {
   for (int64_t x = 0; x < width; ++x) {
-    const float v = logits_row[x];
-    row_max[x] = v;
-    row_arg[x] = 0;
-    probe[x] = probe[x] + v * 0.0f;
-  }
-  for (int64_t c = 1; c < channels; ++c) {
-    const float* plane_row = logits_row + c * plane;
-    for (int64_t x = 0; x < width; ++x) {
-      const float v = plane_row[x];
-      if (v > row_max[x]) {
-        row_max[x] = v;
-        row_arg[x] = static_cast<int32_t>(c);
+    float best = logits_row[x];
+    int32_t best_channel = 0;
+    float check = probe[x] + best * 0.0f;
+    for (int64_t c = 1; c < channels; ++c) {
+      const float v = logits_row[c * plane + x];
+      if (v > best) {
+        best = v;
+        best_channel = static_cast<int32_t>(c);
       }
-      probe[x] = probe[x] + v * 0.0f;
+      check = check + v * 0.0f;
     }
-  }
-}
-
-// Softmax denominators sum_c exp(logit_c - max) of the listed pixels (columns) of one row.
-void softmax_denominators_scalar(const float* logits_row, int64_t plane, int64_t channels,
-                                 const int32_t* columns, int64_t count, const float* pixel_max,
-                                 float* sums) {
-  for (int64_t i = 0; i < count; ++i) sums[i] = 0.0f;
-  for (int64_t c = 0; c < channels; ++c) {
-    const float* plane_row = logits_row + c * plane;
-    for (int64_t i = 0; i < count; ++i) sums[i] += exp_nonpositive(plane_row[columns[i]] - pixel_max[i]);
+    row_max[x] = best;
+    row_arg[x] = best_channel;
+    probe[x] = check;
+    if (sum_wanted != nullptr && sum_wanted[best_channel]) {
+      float sum = 0.0f;
+      for (int64_t c = 0; c < channels; ++c) sum += exp_nonpositive(logits_row[c * plane + x] - best);
+      sums[x] = sum;
+    }
   }
 }
 
@@ -256,9 +252,12 @@ __attribute__((target("avx2"))) inline __m256 exp_nonpositive_avx2(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(exponent, 23)));
 }
 
-__attribute__((target("avx2"))) void argmax_row_avx2(const float* logits_row, int64_t plane,
-                                                     int64_t channels, int64_t width, float* row_max,
-                                                     int32_t* row_arg, float* probe) {
+// Blocks of 8 pixels: the argmax, then the denominators when any of the 8 needs one (lanes that
+// do not are computed and ignored: cheaper than gathering).
+__attribute__((target("avx2"))) void argmax_softmax_row_avx2(const float* logits_row, int64_t plane,
+                                                             int64_t channels, int64_t width,
+                                                             const uint8_t* sum_wanted, float* row_max,
+                                                             int32_t* row_arg, float* sums, float* probe) {
   const __m256 zero = _mm256_setzero_ps();
   int64_t x = 0;
   for (; x + 8 <= width; x += 8) {
@@ -276,28 +275,18 @@ __attribute__((target("avx2"))) void argmax_row_avx2(const float* logits_row, in
     _mm256_storeu_ps(row_max + x, best);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(row_arg + x), best_channel);
     _mm256_storeu_ps(probe + x, check);
+    if (sum_wanted == nullptr) continue;
+    bool wanted = false;
+    for (int lane = 0; lane < 8; ++lane) wanted |= sum_wanted[row_arg[x + lane]] != 0;
+    if (!wanted) continue;
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t c = 0; c < channels; ++c)
+      sum = _mm256_add_ps(sum, exp_nonpositive_avx2(_mm256_sub_ps(_mm256_loadu_ps(logits_row + c * plane + x), best)));
+    _mm256_storeu_ps(sums + x, sum);
   }
   if (x < width)
-    argmax_row_scalar(logits_row + x, plane, channels, width - x, row_max + x, row_arg + x, probe + x);
-}
-
-__attribute__((target("avx2"))) void softmax_denominators_avx2(const float* logits_row, int64_t plane,
-                                                               int64_t channels, const int32_t* columns,
-                                                               int64_t count, const float* pixel_max,
-                                                               float* sums) {
-  int64_t i = 0;
-  for (; i + 8 <= count; i += 8) {
-    const __m256i index = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(columns + i));
-    const __m256 maximum = _mm256_loadu_ps(pixel_max + i);
-    __m256 sum = _mm256_setzero_ps();
-    for (int64_t c = 0; c < channels; ++c) {
-      const __m256 v = _mm256_i32gather_ps(logits_row + c * plane, index, 4);
-      sum = _mm256_add_ps(sum, exp_nonpositive_avx2(_mm256_sub_ps(v, maximum)));
-    }
-    _mm256_storeu_ps(sums + i, sum);
-  }
-  if (i < count)
-    softmax_denominators_scalar(logits_row, plane, channels, columns + i, count - i, pixel_max + i, sums + i);
+    argmax_softmax_row_scalar(logits_row + x, plane, channels, width - x, sum_wanted, row_max + x, row_arg + x,
+                              sums + x, probe + x);
 }
 
 __attribute__((target("avx2"))) void exp_in_place_avx2(float* values, int64_t count) {
@@ -312,20 +301,13 @@ bool has_avx2() {
 }
 #endif
 
-void argmax_row(const float* logits_row, int64_t plane, int64_t channels, int64_t width, float* row_max,
-                int32_t* row_arg, float* probe) {
+void argmax_softmax_row(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
+                        const uint8_t* sum_wanted, float* row_max, int32_t* row_arg, float* sums, float* probe) {
 #if PDL_X86
-  if (has_avx2()) return argmax_row_avx2(logits_row, plane, channels, width, row_max, row_arg, probe);
+  if (has_avx2())
+    return argmax_softmax_row_avx2(logits_row, plane, channels, width, sum_wanted, row_max, row_arg, sums, probe);
 #endif
-  argmax_row_scalar(logits_row, plane, channels, width, row_max, row_arg, probe);
-}
-
-void softmax_denominators(const float* logits_row, int64_t plane, int64_t channels, const int32_t* columns,
-                          int64_t count, const float* pixel_max, float* sums) {
-#if PDL_X86
-  if (has_avx2()) return softmax_denominators_avx2(logits_row, plane, channels, columns, count, pixel_max, sums);
-#endif
-  softmax_denominators_scalar(logits_row, plane, channels, columns, count, pixel_max, sums);
+  argmax_softmax_row_scalar(logits_row, plane, channels, width, sum_wanted, row_max, row_arg, sums, probe);
 }
 
 void exp_in_place(float* values, int64_t count) {
@@ -480,7 +462,11 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
   const std::vector<int64_t> thing_classes = thing_slots(thing_ids, num_classes);
   const int64_t slots = static_cast<int64_t>(thing_classes.size());
   std::vector<int32_t> slot_of_class(std::max<int64_t>(num_classes, 1), -1);
-  for (int64_t t = 0; t < slots; ++t) slot_of_class[thing_classes[t]] = static_cast<int32_t>(t);
+  std::vector<uint8_t> is_thing(std::max<int64_t>(num_classes, 1), 0);
+  for (int64_t t = 0; t < slots; ++t) {
+    slot_of_class[thing_classes[t]] = static_cast<int32_t>(t);
+    is_thing[thing_classes[t]] = 1;
+  }
   std::vector<float> center_y(num_centers), center_x(num_centers);
   for (int64_t k = 0; k < num_centers; ++k) {
     center_y[k] = static_cast<float>(centers[k].index / width);
@@ -510,14 +496,15 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
     VoteTotals local;
     local.votes.assign(num_centers * slots, 0);
     local.class_area.assign(std::max<int64_t>(num_classes, 1), 0);
-    std::vector<float> row_max(width), logit_probe(width, 0.0f), offset_probe(width, 0.0f), loc_y(width), loc_x(width), sums(width),
-        gathered_max(width);
+    std::vector<float> row_max(width), row_sum(width), logit_probe(width, 0.0f), offset_probe(width, 0.0f),
+        loc_y(width), loc_x(width);
     std::vector<int32_t> row_arg(width), columns(width), nearest(width);
     for (int64_t y = begin; y < end; ++y) {
       const int64_t row_start = y * width;
       if (logits) {
-        argmax_row(logit_data + row_start, pixels, num_classes, width, row_max.data(), row_arg.data(),
-                   logit_probe.data());
+        argmax_softmax_row(logit_data + row_start, pixels, num_classes, width,
+                           num_centers > 0 ? is_thing.data() : nullptr, row_max.data(), row_arg.data(),
+                           row_sum.data(), logit_probe.data());
       } else {
         AT_DISPATCH_INTEGRAL_TYPES(args.semantic.scalar_type(), "panoptic_merge_labels", [&] {
           const scalar_t* row = args.semantic.data_ptr<scalar_t>() + row_start;
@@ -551,14 +538,11 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
         ++local.votes[nearest[i] * slots + slot_of_class[row_arg[x]]];
       }
       if (logits) {
-        for (int64_t i = 0; i < count; ++i) gathered_max[i] = row_max[columns[i]];
-        softmax_denominators(logit_data + row_start, pixels, num_classes, columns.data(), count,
-                             gathered_max.data(), sums.data());
         float* max_row = pixel_max.get() + row_start;
         float* sum_row = pixel_sum.get() + row_start;
         for (int64_t i = 0; i < count; ++i) {
-          max_row[columns[i]] = gathered_max[i];
-          sum_row[columns[i]] = sums[i];
+          max_row[columns[i]] = row_max[columns[i]];
+          sum_row[columns[i]] = row_sum[columns[i]];
         }
       }
     }
