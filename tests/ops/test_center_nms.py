@@ -205,3 +205,19 @@ def test_cuda_equals_cpu(seed):
         gpu = find_instance_centers(heatmap.cuda(), nms_kernel=nms_kernel, top_k=top_k, backend="native")
         assert gpu[0].is_cuda
         assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+
+
+@needs_native
+def test_native_with_several_threads_equals_reference():
+    """Row chunks run in parallel and are joined in raster order."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for seed in range(4):
+            heatmap = _random_heatmap(seed, 400, 67, 6)
+            for nms_kernel, top_k in ((1, 5000), (3, 300), (7, 20)):
+                expected = find_instance_centers_reference(heatmap, nms_kernel=nms_kernel, top_k=top_k)
+                got = find_instance_centers(heatmap, nms_kernel=nms_kernel, top_k=top_k, backend="native")
+                assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    finally:
+        torch.set_num_threads(previous)

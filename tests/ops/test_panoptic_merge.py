@@ -408,3 +408,19 @@ def test_cuda_equals_cpu(seed):
             gpu = panoptic_merge(semantic.cuda(), heatmap.cuda(), offsets.cuda(), things, **kwargs)
             assert gpu.panoptic.is_cuda and gpu.ids.is_cuda
             assert_same(gpu, cpu)
+
+
+@needs_native
+def test_native_with_several_threads_equals_reference():
+    """Row chunks run in parallel: their votes, areas and sums must add up to the reference's."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for seed in range(3):
+            labels, logits, heatmap, offsets, things = make_scene(seed, 301, 97, 8, 120, 0.5, 5)
+            for semantic in (logits, labels):
+                kwargs = dict(stuff_area=50, nms_kernel=3, top_k=150)
+                assert_same(panoptic_merge(semantic, heatmap, offsets, things, backend="native", **kwargs),
+                            panoptic_merge_reference(semantic, heatmap, offsets, things, **kwargs))
+    finally:
+        torch.set_num_threads(previous)
