@@ -513,7 +513,15 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
       }
       int64_t* label_row = labels + row_start;
       for (int64_t x = 0; x < width; ++x) label_row[x] = row_arg[x];
-      for (int64_t x = 0; x < width; ++x) ++local.class_area[row_arg[x]];
+      // Areas by runs of equal labels: one increment per run instead of a chain of dependent
+      // read-modify-writes on one counter.
+      for (int64_t x = 0; x < width;) {
+        const int32_t label = row_arg[x];
+        int64_t run_end = x + 1;
+        while (run_end < width && row_arg[run_end] == label) ++run_end;
+        local.class_area[label] += run_end - x;
+        x = run_end;
+      }
       const float* oy = offset_y + row_start;
       const float* ox = offset_x + row_start;
       for (int64_t x = 0; x < width; ++x) offset_probe[x] = offset_probe[x] + (oy[x] * 0.0f + ox[x] * 0.0f);
@@ -532,11 +540,19 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
       if (count == 0) continue;
       nearest_centers(loc_y.data(), loc_x.data(), count, center_y.data(), center_x.data(), num_centers,
                       nearest.data());
+      int64_t run_vote = -1, run_length = 0;  // votes by runs of one (center, class), as areas
       for (int64_t i = 0; i < count; ++i) {
         const int32_t x = columns[i];
         nearest_row[x] = nearest[i];
-        ++local.votes[nearest[i] * slots + slot_of_class[row_arg[x]]];
+        const int64_t vote = nearest[i] * slots + slot_of_class[row_arg[x]];
+        if (vote != run_vote) {
+          if (run_length > 0) local.votes[run_vote] += run_length;
+          run_vote = vote;
+          run_length = 0;
+        }
+        ++run_length;
       }
+      if (run_length > 0) local.votes[run_vote] += run_length;
       if (logits) {
         float* max_row = pixel_max.get() + row_start;
         float* sum_row = pixel_sum.get() + row_start;
@@ -599,10 +615,20 @@ MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic_in, const at::Tensor&
       }
       exp_in_place(probabilities.data(), count);
       const float* sum_row = pixel_sum.get() + row_start;
+      for (int64_t i = 0; i < count; ++i) probabilities[i] = probabilities[i] / sum_row[members[i]];
+      // Sums by runs of one instance (in double), flushed when the instance changes.
+      int32_t run_center = nearest_row[members[0]];
+      double run_sum = 0.0;
       for (int64_t i = 0; i < count; ++i) {
-        const int64_t x = members[i];
-        local_sums[nearest_row[x]] += static_cast<double>(probabilities[i]) / static_cast<double>(sum_row[x]);
+        const int32_t k = nearest_row[members[i]];
+        if (k != run_center) {
+          local_sums[run_center] += run_sum;
+          run_center = k;
+          run_sum = 0.0;
+        }
+        run_sum += static_cast<double>(probabilities[i]);
       }
+      local_sums[run_center] += run_sum;
     }
     if (!logits) return;
     std::lock_guard<std::mutex> lock(mutex);
