@@ -5,6 +5,7 @@ everything degrades to a single process (rank 0 of 1) and no process group is cr
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -83,9 +84,10 @@ def setup_distributed() -> DistributedContext:
             context.backend = dist.get_backend()
         else:
             context.backend = "nccl" if use_cuda else "gloo"
-            # torchrun sets MASTER_ADDR / MASTER_PORT; env:// reads them.
+            # torchrun sets MASTER_ADDR / MASTER_PORT; env:// reads them.  The long timeout covers the
+            # other ranks waiting at a barrier while rank 0 evaluates a whole val split.
             dist.init_process_group(backend=context.backend, init_method="env://", rank=rank,
-                                    world_size=world_size)
+                                    world_size=world_size, timeout=datetime.timedelta(hours=2))
             context.owns_group = True
     return context
 
