@@ -69,38 +69,42 @@ class Prediction:
 
 
 def segments_from_panoptic(
-    panoptic: torch.Tensor,
+    panoptic,
     spec,
     label_divisor: int,
     instance_info: Dict[int, Dict[str, Any]],
 ) -> List[Dict[str, Any]]:
     """Segments (area, bbox, categories) of a train-id-space panoptic map.
 
-    panoptic: [H, W] int tensor, negative = void.  instance_info maps a thing's panoptic id to its
-    extra fields (score, objectness, class_score, center).  Areas and boxes come from bincounts
-    over the pixels, not from a loop over segments.
+    panoptic: [H, W] int array or tensor, negative = void.  instance_info maps a thing's panoptic id
+    to its extra fields (score, objectness, class_score, center).  Areas and boxes come from three
+    bincounts over the pixels (numpy: several times faster than torch's on the CPU), not from a loop
+    over segments.
     """
+    if isinstance(panoptic, torch.Tensor):
+        panoptic = panoptic.cpu().numpy()
     height, width = panoptic.shape
-    device = panoptic.device
     # key = id + 1 (void, any negative id, -> 0); one bincount gives every area without sorting
-    keys = panoptic.to(torch.int64).add_(1).clamp_min_(0)
-    counts = torch.bincount(keys.view(-1))
-    present = torch.nonzero(counts).flatten()  # may include the void key 0
-    num = present.numel()
-    compact = torch.zeros(counts.numel(), dtype=torch.int64, device=device)
-    compact[present] = torch.arange(num, device=device)
-    index = compact[keys]  # [H, W] in 0..num-1
-    # per-row and per-column pixel counts of every segment ([H, num], [W, num]): a box is the
-    # first and last row / column with a nonzero count; two bincounts instead of four scatters
-    row_hist = torch.bincount((index + torch.arange(height, device=device).view(height, 1) * num).view(-1),
-                              minlength=height * num).view(height, num) > 0
-    col_hist = torch.bincount((index + torch.arange(width, device=device).view(1, width) * num).view(-1),
-                              minlength=width * num).view(width, num) > 0
-    y0 = row_hist.to(torch.uint8).argmax(0)
-    y1 = height - 1 - row_hist.flip(0).to(torch.uint8).argmax(0)
-    x0 = col_hist.to(torch.uint8).argmax(0)
-    x1 = width - 1 - col_hist.flip(0).to(torch.uint8).argmax(0)
-    rows = torch.stack([present - 1, counts[present], y0, x0, y1, x1], dim=1).cpu().tolist()
+    keys = panoptic.astype(np.int64).reshape(-1)
+    keys += 1
+    np.maximum(keys, 0, out=keys)
+    counts = np.bincount(keys)
+    present = np.flatnonzero(counts)  # may include the void key 0
+    num = len(present)
+    compact = np.zeros(len(counts), dtype=np.int64)
+    compact[present] = np.arange(num)
+    index = compact.take(keys).reshape(height, width)  # [H, W] in 0..num-1
+    # per-row and per-column pixel counts of every segment ([H, num], [W, num]): a box spans the
+    # first to the last row / column with a nonzero count
+    in_row = np.bincount((index + (np.arange(height) * num)[:, None]).reshape(-1),
+                         minlength=height * num).reshape(height, num) > 0
+    in_col = np.bincount((index + (np.arange(width) * num)[None, :]).reshape(-1),
+                         minlength=width * num).reshape(width, num) > 0
+    y0 = in_row.argmax(0)
+    y1 = height - 1 - in_row[::-1].argmax(0)
+    x0 = in_col.argmax(0)
+    x1 = width - 1 - in_col[::-1].argmax(0)
+    rows = np.stack([present - 1, counts[present], y0, x0, y1, x1], axis=1).tolist()
 
     segments = []
     for seg_id, area, top, left, bottom, right in rows:
@@ -278,9 +282,10 @@ class Predictor:
             }
             for k, seg_id in enumerate(ids)
         }
-        segments = segments_from_panoptic(result.panoptic, self.spec, self.label_divisor, instance_info)
+        panoptic = result.panoptic.cpu().numpy().astype(np.int32, copy=False)
+        segments = segments_from_panoptic(panoptic, self.spec, self.label_divisor, instance_info)
         return Prediction(
-            panoptic=result.panoptic.cpu().numpy().astype(np.int32, copy=False),
+            panoptic=panoptic,
             semantic=result.semantic.cpu().numpy().astype(np.int64, copy=False),
             segments=segments,
             center_heatmap=center_heatmap,
