@@ -8,8 +8,9 @@ files of ``pdl predict`` (dataset-space ids, void 0).
 ``visualize_predictions`` draws the pictures for a ``pdl predict`` output folder:
 ``overlay`` = the image with the panoptic overlay (class colours from the dataset spec, each instance
 its own shade, white instance boundaries, class names on large segments); ``panel`` = a 2 x 2 grid
-(overlay | semantic map / center heatmap with the chosen centers | offsets as an HSV flow picture:
-hue = direction, value = length), which needs the raw outputs of ``pdl predict --save-raw``.
+(overlay | semantic map / center heatmap with the chosen centers | offsets on thing pixels as an
+HSV flow picture: hue = direction, value = length), which needs the raw outputs of
+``pdl predict --save-raw``.
 """
 from __future__ import annotations
 
@@ -170,14 +171,18 @@ def center_heatmap_image(heatmap: np.ndarray, centers: Optional[np.ndarray] = No
     return picture
 
 
-def offset_flow_image(offsets: np.ndarray, max_length: Optional[float] = None) -> np.ndarray:
+def offset_flow_image(offsets: np.ndarray, max_length: Optional[float] = None,
+                      mask: Optional[np.ndarray] = None) -> np.ndarray:
     """[2, H, W] offsets (y, x) -> HSV flow picture: hue = direction, value = length / ``max_length``
-    (default: the largest length in the field), full saturation."""
+    (default: the largest length shown), full saturation.  ``mask`` [H, W] bool: pixels to show
+    (the others are black) -- offsets are trained on thing pixels only, elsewhere they are noise."""
     import cv2
 
     dy = np.nan_to_num(offsets[0].astype(np.float32))
     dx = np.nan_to_num(offsets[1].astype(np.float32))
     length = np.sqrt(dx * dx + dy * dy)
+    if mask is not None:
+        length = np.where(mask, length, 0.0)
     scale = float(max_length) if max_length else float(length.max(initial=0.0))
     angle = (np.degrees(np.arctan2(dy, dx)) + 360.0) % 360.0  # 0..360, OpenCV hue is 0..180
     hsv = np.empty(dy.shape + (3,), dtype=np.uint8)
@@ -215,8 +220,15 @@ def prediction_panel(image: np.ndarray, prediction, spec) -> np.ndarray:
         overlay,
         colorize_semantic(prediction.semantic, spec),
         center_heatmap_image(prediction.center_heatmap, prediction.centers),
-        offset_flow_image(prediction.offsets),
+        offset_flow_image(prediction.offsets, mask=_thing_mask(prediction.semantic, spec)),
     )
+
+
+def _thing_mask(train_ids: np.ndarray, spec) -> np.ndarray:
+    """[H, W] bool: pixels whose train id is a thing class."""
+    is_thing = np.append(np.asarray(spec.is_thing, dtype=bool), False)
+    ids = np.where((train_ids >= 0) & (train_ids < spec.num_classes), train_ids, spec.num_classes)
+    return is_thing[ids]
 
 
 # ---------------------------------------------------------------------- prediction folders
@@ -386,7 +398,8 @@ def visualize_predictions(
                     centers = centers * scale + (scale - 1) // 2
                     semantic = _enlarge(semantic, scale)
                 picture = make_panel(overlay, colorize_semantic(semantic, spec),
-                                     center_heatmap_image(heatmap, centers), offset_flow_image(offsets))
+                                     center_heatmap_image(heatmap, centers),
+                                     offset_flow_image(offsets, mask=_thing_mask(semantic, spec)))
             target = out_root / Path(name).with_name(f"{Path(name).stem}_{what}.png")
             write_png(target, picture)
             summary.written.append(target)

@@ -30,6 +30,8 @@ def test_offset_flow_hue_is_direction_and_value_is_length():
     assert list(flow[0, 0]) == [255, 0, 0]
     assert hsv[0, 3, 2] == 128 and hsv[0, 0, 2] == 255
     assert list(flow[0, 4]) == [0, 0, 0]  # no offset: black
+    masked = offset_flow_image(offsets, mask=np.array([[False, True, True, True, True]]))
+    assert list(masked[0, 0]) == [0, 0, 0] and (masked[0, 1:] == flow[0, 1:]).all()
 
 
 def test_center_heatmap_marks_centers():

@@ -88,7 +88,11 @@ def test_mixed_folder(predictor, mixed_folder, tmp_path):
     assert sizes["city1/same.png"] == (24, 32) and sizes["city2/same.png"] == (17, 23)
     assert sizes["gray.png"] == (20, 28) and sizes["deep16.png"] == (19, 26)
     assert json.loads((out / "spec.json").read_text()) == predictor.spec.to_dict()
-    # no temporary files are left behind
+    # files get the usual permissions (not mkstemp's 0600); no temporary files are left behind
+    mode = (out / "panoptic.json").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
