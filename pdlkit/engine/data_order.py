@@ -170,9 +170,5 @@ class _WorkerInit:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         torch.set_num_threads(1)
-        try:
-            import cv2
-
-            cv2.setNumThreads(1)
-        except ImportError:  # pragma: no cover - opencv is a dependency, but workers need not need it
-            pass
+        # Not cv2.setNumThreads here: resizing OpenCV's thread pool in a forked child whose parent
+        # had used it deadlocks (seen here: the worker hung in pthread_cond_destroy).
