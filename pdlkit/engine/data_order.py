@@ -169,6 +169,7 @@ class _WorkerInit:
         # middle of a step instead.  A worker whose parent is gone exits by itself (torch's watchdog).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        torch.set_num_threads(1)
-        # Not cv2.setNumThreads here: resizing OpenCV's thread pool in a forked child whose parent
+        # No torch.set_num_threads here: torch's worker loop already sets one thread before calling
+        # this, and a second call in a forked child can hang in OpenMP (seen under pytest-xdist).
+        # Not cv2.setNumThreads either: resizing OpenCV's thread pool in a forked child whose parent
         # had used it deadlocks (seen here: the worker hung in pthread_cond_destroy).
