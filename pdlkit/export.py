@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -36,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import PdlError
+from .fileio import atomic_path
 
 __all__ = [
     "FORMATS",
@@ -127,13 +127,6 @@ def _metadata(cfg, spec, divisor: int) -> Dict[str, str]:
     }
 
 
-def _atomic_target(output: Path):
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    return Path(tmp_name)
-
-
 def _export_onnx(network: ExportableNetwork, example: torch.Tensor, tmp: Path, metadata: Dict[str, str], opset: int):
     import onnx
 
@@ -205,17 +198,12 @@ def export_model(
     height, width = example_size or _example_size(cfg, divisor)
     example = torch.zeros(1, 3, height, width)
     metadata = _metadata(cfg, spec, divisor)
-    tmp = _atomic_target(output)
     try:
-        with torch.no_grad():
+        with atomic_path(output) as tmp, torch.no_grad():
             if format == "onnx":
                 _export_onnx(network, example, tmp, metadata, opset)
             else:
                 _export_torchscript(network, example, tmp, metadata)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         model.eval()  # the ONNX exporter restores the wrapper's mode; keep the model in eval
     return output

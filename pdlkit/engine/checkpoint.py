@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import DataError
+from ..fileio import atomic_write, atomic_write_text
 
 __all__ = [
     "save_checkpoint",
@@ -32,32 +32,6 @@ __all__ = [
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 # The keys without which a file is not a pdlkit checkpoint (weights-only imports carry no optimizer).
 REQUIRED_KEYS = ("model", "pdlkit_version")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync it, then rename it.
-
-    The rename is atomic on POSIX and Windows, so ``path`` always holds either the old complete file
-    or the new complete file; a failure midway removes the temporary file and leaves ``path`` alone.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file 0600; give it the permissions a plain open() would (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -75,7 +49,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
         raise TypeError(f"save_checkpoint expects a dict, got {type(state).__name__}")
     state = dict(state)
     state.setdefault("pdlkit_version", __version__)
-    _atomic_write(path, lambda handle: torch.save(state, handle))
+    atomic_write(path, lambda handle: torch.save(state, handle), fsync=True)
     return path
 
 
@@ -104,7 +78,7 @@ def write_last_checkpoint(output_dir: str | os.PathLike, checkpoint_path: str | 
     """Point ``output_dir/last_checkpoint`` at ``checkpoint_path`` (stored relative to the folder)."""
     output_dir = Path(output_dir)
     name = os.path.relpath(Path(checkpoint_path), output_dir)
-    _atomic_write(output_dir / LAST_CHECKPOINT_FILE, lambda handle: handle.write((name + "\n").encode()))
+    atomic_write_text(output_dir / LAST_CHECKPOINT_FILE, name + "\n")
 
 
 def read_last_checkpoint(output_dir: str | os.PathLike) -> Optional[Path]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
 from pdlkit.errors import DataError
+from pdlkit.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "read_panoptic_png",
@@ -176,27 +176,6 @@ def load_json(path: str | os.PathLike) -> Any:
 
 
 # ---------------------------------------------------------------------------------- atomic writes
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _json_safe(value: Any) -> Any:
     """NaN/inf -> None and numpy scalars -> Python numbers, so the file is strict JSON."""
     if isinstance(value, dict):

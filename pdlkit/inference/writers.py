@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from pdlkit.errors import DataError
 
+from ..fileio import atomic_write_bytes
 from .predictor import Prediction
 
 __all__ = [
@@ -44,34 +44,6 @@ __all__ = [
     "ids_to_rgb",
     "rgb_to_ids",
 ]
-
-
-def _file_mode() -> int:
-    """The permissions ``open()`` would give a new file (mkstemp's are 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
