@@ -306,7 +306,6 @@ class Trainer:
             # Per-rank streams for dropout; data randomness is seeded per sample (data_order).
             _seed_everything(_rank_seed(self.cfg.seed, self.context.rank, 0))
         cfg, context = self.cfg, self.context
-        max_iter = cfg.solver.max_iter
 
         if context.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)

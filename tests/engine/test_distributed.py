@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from pdlkit.config import load_config
 from pdlkit.engine import load_checkpoint, train
