@@ -57,12 +57,16 @@ def pip_cuda_include_dirs() -> list:
 
 
 def extension():
+    # An rpath to torch's libraries, so that `import pdlkit._C` works before `import torch`.
+    link_args = ["-Wl,-rpath," + os.path.join(os.path.dirname(torch.__file__), "lib")]
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cuda = with_cuda()
     # -ffp-contract=off: no fused multiply-add, so distances round as in the reference (DESIGN §4.3).
     cxx_flags = ["-O3", "-ffp-contract=off", "-Wall", "-Wno-unused-function"]
     if not cuda:
-        return CppExtension("pdlkit._C", cpp_sources, extra_compile_args={"cxx": cxx_flags})
+        return CppExtension(
+            "pdlkit._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_args
+        )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "*.cu")))
     return CUDAExtension(
@@ -71,6 +75,7 @@ def extension():
         include_dirs=pip_cuda_include_dirs(),
         define_macros=[("PDL_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--fmad=false", "-lineinfo"]},
+        extra_link_args=link_args,
     )
 
 
