@@ -55,7 +55,6 @@ Input convention: the published checkpoints take RGB images normalised with mean
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import re
@@ -389,12 +388,10 @@ def import_backbone_weights(
 
 def save_backbone_state(path: str | os.PathLike, state: Mapping[str, torch.Tensor]) -> Path:
     """Write a backbone state dict atomically (temporary file + rename)."""
-    from ..engine.checkpoint import _atomic_write
+    from ..fileio import atomic_write
 
     path = Path(path)
-    buffer = io.BytesIO()
-    torch.save(dict(state), buffer)
-    _atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    atomic_write(path, lambda handle: torch.save(dict(state), handle), fsync=True)
     return path
 
 
