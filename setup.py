@@ -58,11 +58,13 @@ def pip_cuda_include_dirs() -> list:
 
 def extension():
     # An rpath to torch's libraries, so that `import pdlkit._C` works before `import torch`.
-    link_args = ["-Wl,-rpath," + os.path.join(os.path.dirname(torch.__file__), "lib")]
+    # -fopenmp: at::parallel_for is inline and runs serially unless this library is built with
+    # OpenMP (torch's own libgomp.so.1, already loaded by torch, serves both).
+    link_args = ["-fopenmp", "-Wl,-rpath," + os.path.join(os.path.dirname(torch.__file__), "lib")]
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cuda = with_cuda()
     # -ffp-contract=off: no fused multiply-add, so distances round as in the reference (DESIGN §4.3).
-    cxx_flags = ["-O3", "-ffp-contract=off", "-Wall", "-Wno-unused-function"]
+    cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wno-unused-function"]
     if not cuda:
         return CppExtension(
             "pdlkit._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_args
