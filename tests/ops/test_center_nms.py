@@ -14,18 +14,8 @@ from pdlkit.ops.center_nms import (
 )
 
 
-def _native_op_ready(name: str) -> bool:
-    if not native_available():
-        return False
-    try:
-        getattr(torch.ops.pdlkit, name)
-    except (AttributeError, RuntimeError):
-        return False
-    return True
-
-
 needs_native = pytest.mark.skipif(
-    not _native_op_ready("find_instance_centers"),
+    not native_available(),
     reason="pdlkit._C is not built (pip install --no-build-isolation -e .)",
 )
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -188,7 +178,7 @@ def test_infinite_values_are_allowed():
     heatmap = torch.tensor([[float("inf"), 0.0, 0.0], [0.0, 0.0, float("-inf")], [0.0, 0.0, 0.6]])
     centers, scores = find_instance_centers_reference(heatmap, nms_kernel=3)
     assert centers.tolist() == [[0, 0], [2, 2]]
-    if _native_op_ready("find_instance_centers"):
+    if native_available():
         native = find_instance_centers(heatmap, nms_kernel=3, backend="native")
         assert torch.equal(native[0], centers) and torch.equal(native[1], scores)
 
