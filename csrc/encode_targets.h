@@ -8,6 +8,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include "checks.h"
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -83,6 +84,24 @@ inline void check_params(const EncodeParams& p) {
               p.small_instance_area);
   TORCH_CHECK(std::isfinite(p.small_instance_weight), "small_instance_weight must be finite, got ",
               p.small_instance_weight);
+}
+
+// The boundary checks of both devices' entry points; returns the validated parameters.
+inline EncodeParams check_arguments(const at::Tensor& panoptic, const at::Tensor& segments,
+                                    c10::DeviceType device_type, double sigma, int64_t ignore_label,
+                                    int64_t small_instance_area, double small_instance_weight,
+                                    bool ignore_stuff_in_offset, bool ignore_crowd_in_semantic) {
+  check_dim(panoptic, 2, "panoptic", "[H, W] segment ids");
+  check_integral(panoptic, "panoptic");
+  check_dim(segments, 2, "segments", "[S, 4] (id, train_id, is_thing, iscrowd)");
+  check_size(segments, 1, 4, "segments", "columns");
+  check_integral(segments, "segments");
+  check_device_type(panoptic, device_type, "panoptic");
+  check_same_device(panoptic, "panoptic", segments, "segments");
+  const EncodeParams params{sigma, ignore_label, small_instance_area, small_instance_weight,
+                            ignore_stuff_in_offset, ignore_crowd_in_semantic};
+  check_params(params);
+  return params;
 }
 
 // `segments` as plain host arrays, validated: unique ids, train ids in 0..255 and not ignore_label,

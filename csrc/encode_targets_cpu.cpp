@@ -215,16 +215,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 encode_targets_cpu(const at::Tensor& panoptic_in, const at::Tensor& segments_in, double sigma,
                    int64_t ignore_label, int64_t small_instance_area, double small_instance_weight,
                    bool ignore_stuff_in_offset, bool ignore_crowd_in_semantic) {
-  check_dim(panoptic_in, 2, "panoptic", "[H, W] segment ids");
-  check_integral(panoptic_in, "panoptic");
-  check_dim(segments_in, 2, "segments", "[S, 4] (id, train_id, is_thing, iscrowd)");
-  check_size(segments_in, 1, 4, "segments", "columns");
-  check_integral(segments_in, "segments");
-  check_device_type(panoptic_in, c10::DeviceType::CPU, "panoptic");
-  check_same_device(panoptic_in, "panoptic", segments_in, "segments");
-  const EncodeParams params{sigma, ignore_label, small_instance_area, small_instance_weight,
-                            ignore_stuff_in_offset, ignore_crowd_in_semantic};
-  targets::check_params(params);
+  const EncodeParams params = targets::check_arguments(
+      panoptic_in, segments_in, c10::DeviceType::CPU, sigma, ignore_label, small_instance_area,
+      small_instance_weight, ignore_stuff_in_offset, ignore_crowd_in_semantic);
 
   const at::Tensor panoptic = contiguous(panoptic_in);
   const at::Tensor segments = segments_in.to(at::kLong).contiguous();
