@@ -6,9 +6,9 @@ import click
 
 @click.command("eval")
 @click.option("--data", "data_root", required=True, metavar="ROOT",
-              help="Prepared dataset root in the Cityscapes layout (pdl prepare).")
+              help="Dataset root prepared by pdl prepare (Cityscapes layout or COCO-panoptic).")
 @click.option("--split", default="val", show_default=True, help="Split whose ground truth is scored.")
-@click.option("--weights", "-w", metavar="CKPT", help="Predict ROOT/leftImg8bit/SPLIT with this checkpoint first.")
+@click.option("--weights", "-w", metavar="CKPT", help="Predict the images of SPLIT with this checkpoint first.")
 @click.option("--predictions", "-p", metavar="DIR", help="A folder written by pdl predict.")
 @click.option("--json", "json_path", metavar="FILE", help="Also write every number to this JSON file.")
 @click.option("--device", default="auto", show_default=True, metavar="cpu|cuda|cuda:N",
@@ -20,59 +20,40 @@ import click
 def command(data_root, split, weights, predictions, json_path, device, batch_size, no_ap, quiet):
     """Score panoptic predictions against the ground truth of ROOT/SPLIT.
 
-    Numbers equal cityscapesscripts' evalPanopticSemanticLabeling (PQ, SQ, RQ),
-    evalPixelLevelSemanticLabeling (mIoU) and evalInstanceLevelSemanticLabeling (AP, AP50; one
-    instance per thing segment scored objectness x class score), in percent.  Averages take only
-    the classes that occur.  Every ground-truth image needs a prediction.
+    PQ, SQ, RQ equal panopticapi's pq_compute (cityscapesscripts' evalPanopticSemanticLabeling);
+    mIoU equals evalPixelLevelSemanticLabeling; AP, AP50 (one instance per thing segment scored
+    objectness x class score) equal evalInstanceLevelSemanticLabeling on Cityscapes data and
+    pycocotools' mask COCOeval on COCO-format data; in percent.  Averages take only the classes
+    that occur.  Every ground-truth image needs a prediction, matched by the dataset's image id
+    or by its file name (as pdl predict names outputs).
 
     \b
     Examples:
       pdl eval --data datasets/toy --weights runs/toy/model_final.pt
       pdl eval --data datasets/cityscapes --predictions preds --json metrics.json
       pdl eval --data datasets/cityscapes --split val --predictions preds --no-ap
+      pdl eval --data datasets/mine --split val --weights runs/mine/model_final.pt
     """
-    import tempfile
     from pathlib import Path
 
     from pdlkit.errors import PdlError
-    from pdlkit.evaluation import evaluate_predictions, format_results
-    from pdlkit.evaluation._io import atomic_write_json, load_ground_truth
+    from pdlkit.evaluation import (evaluate_predictions, format_results, load_ground_truth, predict_and_evaluate,
+                                   spec_of_predictions, write_results_json)
 
     if (weights is None) == (predictions is None):
         raise click.UsageError("give exactly one of --weights CKPT or --predictions DIR")
     load_ground_truth(data_root, split)  # a wrong root fails before any prediction work
+    if weights is not None:
+        from pdlkit.inference import Predictor
 
-    with tempfile.TemporaryDirectory(prefix="pdl_eval_") as temp_dir:
-        spec = None
-        if weights is not None:
-            from pdlkit.inference import Predictor, predict_paths
-
-            if not Path(weights).is_file():
-                raise PdlError(f"{weights}: weights file not found")
-            images = Path(data_root) / "leftImg8bit" / split
-            if not images.is_dir():
-                raise PdlError(f"{images}: no images to predict for split {split!r}")
-            predictor = Predictor(weights, device=device)
-            spec = predictor.spec
-            predictions = Path(temp_dir) / "predictions"
-            summary = predict_paths(predictor, str(images), predictions, batch_size=batch_size,
-                                    progress=not quiet)
-            for path, reason in summary.failed:
-                click.echo(f"failed: {reason}", err=True)
-        else:
-            spec = _spec_of_predictions(Path(predictions))
-        results = evaluate_predictions(data_root, split, predictions, spec=spec,
+        if not Path(weights).is_file():
+            raise PdlError(f"{weights}: weights file not found")
+        results = predict_and_evaluate(Predictor(weights, device=device), data_root, split,
+                                       compute_ap=not no_ap, batch_size=batch_size, progress=not quiet)
+    else:
+        results = evaluate_predictions(data_root, split, predictions, spec=spec_of_predictions(predictions),
                                        compute_ap=not no_ap, progress=not quiet)
     click.echo(format_results(results))
     if json_path:
-        atomic_write_json(json_path, results)
+        write_results_json(json_path, results)
         click.echo(f"wrote {json_path}")
-
-
-def _spec_of_predictions(directory):
-    """The dataset spec that pdl predict stored beside its predictions, if any."""
-    from pdlkit.data.spec import DatasetSpec
-    from pdlkit.evaluation._io import load_json
-
-    path = directory / "spec.json"
-    return DatasetSpec.from_dict(load_json(path)) if path.is_file() else None

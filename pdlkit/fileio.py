@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "resolve_inside"]
 
 
 def _file_mode() -> int:
@@ -57,3 +57,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def resolve_inside(root: str | os.PathLike, relative: str | os.PathLike, *, what: str) -> Path:
+    """``root / relative`` resolved (symlinks followed), refused unless it stays inside ``root``.
+
+    ``relative`` comes from a file someone else wrote (a dataset or predictions json): an absolute
+    path, a ``..`` that climbs out, or a link that points outside ``root`` would read or write
+    files the user never named.  ``what`` names the entry in the error, e.g. ``"file_name 'a.png'
+    in x.json"``.  Raises :class:`pdlkit.errors.DataError` in one sentence.
+    """
+    from .errors import DataError
+
+    text = os.fspath(relative)
+    if not text or "\x00" in text:
+        raise DataError(f"{what}: an empty or malformed path")
+    if os.path.isabs(text):
+        raise DataError(f"{what}: {text!r} is an absolute path; it must be relative to {root}")
+    base = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(os.path.join(base, text)))
+    if target != base and base not in target.parents:
+        raise DataError(f"{what}: {text!r} leads outside {root}; keep every path inside that folder")
+    return target

@@ -19,9 +19,8 @@ from pathlib import Path
 
 from ..errors import DataError
 from .io import atomic_write_bytes, atomic_write_json
-from .spec import COCO_CATEGORY_MAP, coco_spec_from_categories
 
-__all__ = ["prepare_cityscapes", "prepare_coco", "prepare_toy", "CityscapesPrepareSummary"]
+__all__ = ["prepare_cityscapes", "prepare_coco", "prepare_vistas", "prepare_toy", "CityscapesPrepareSummary"]
 
 CITYSCAPES_SPLITS = ("train", "val", "test")
 COCO_SPLITS = ("train", "val")
@@ -200,24 +199,13 @@ def coco_panoptic_png_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: the top level must be an object")
-    return data
-
-
 def prepare_coco(root) -> dict:
-    """Validate a COCO panoptic folder and write its category map ``pdlkit_coco_categories.json``.
+    """Check a COCO panoptic 2017 folder and write its manifest (splits ``train`` and ``val``).
 
     Expects ``annotations/panoptic_{train,val}2017.json``, their png folders
     (``annotations/panoptic_{split}2017/`` or ``panoptic_{split}2017/``) and the images
-    (``{split}2017/``).  The map gives train id ``t`` to the ``t``-th category by ascending id.
-    Returns the map's content.
+    (``{split}2017/``).  Train id ``t`` is the ``t``-th category by ascending id.  Returns the
+    manifest (see :mod:`pdlkit.data.coco_format`); other names go through :func:`prepare_panoptic`.
     """
     root = Path(root)
     if not root.is_dir():
@@ -231,46 +219,47 @@ def prepare_coco(root) -> dict:
         if not (root / f"{split}2017").is_dir():
             missing.append(f"{split}2017/")
     if missing:
-        raise DataError(f"{root} is not a complete COCO panoptic layout; missing: {', '.join(missing)}")
+        raise DataError(f"{root} is not a complete COCO panoptic layout; missing: {', '.join(missing)} "
+                        f"(other names: `pdl prepare panoptic`, see docs/custom_data.md)")
+    from .coco_format import prepare_splits
 
-    categories = None
-    counts = {}
-    for split in COCO_SPLITS:
-        path = root / "annotations" / f"panoptic_{split}2017.json"
-        data = _read_json(path)
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise DataError(f"{path}: has no '{key}' list; is it a COCO panoptic file?")
-        cats = data["categories"]
-        for cat in cats:
-            if not isinstance(cat, dict) or not {"id", "name"} <= set(cat):
-                raise DataError(f"{path}: every category needs an 'id' and a 'name'")
-        ids = [int(c["id"]) for c in cats]
-        if len(set(ids)) != len(ids):
-            raise DataError(f"{path}: category ids are not unique")
-        if categories is None:
-            categories = cats
-        elif sorted(ids) != sorted(int(c["id"]) for c in categories):
-            raise DataError(f"{path}: its categories differ from those of panoptic_train2017.json")
-        png_dir = coco_panoptic_png_dir(root, split)
-        pngs = set(os.listdir(png_dir))
-        lacking = [a.get("file_name", "?") for a in data["annotations"] if a.get("file_name") not in pngs]
-        if lacking:
-            more = f" and {len(lacking) - 3} more" if len(lacking) > 3 else ""
-            raise DataError(f"{png_dir}: missing panoptic pngs {', '.join(lacking[:3])}{more}")
-        images = set(os.listdir(root / f"{split}2017"))
-        lacking = [im.get("file_name", "?") for im in data["images"] if im.get("file_name") not in images]
-        if lacking:
-            more = f" and {len(lacking) - 3} more" if len(lacking) > 3 else ""
-            raise DataError(f"{root / f'{split}2017'}: missing images {', '.join(lacking[:3])}{more}")
-        counts[split] = len(data["annotations"])
+    return prepare_splits(root, "coco", {
+        split: (root / f"{split}2017", root / "annotations" / f"panoptic_{split}2017.json",
+                coco_panoptic_png_dir(root, split)) for split in COCO_SPLITS})
 
-    spec = coco_spec_from_categories(categories)
-    content = {
-        "spec": spec.to_dict(),
-        "category_id_to_train_id": {str(c): t for t, c in enumerate(spec.category_ids)},
-        "num_annotations": counts,
-    }
-    atomic_write_json(root / COCO_CATEGORY_MAP, content, indent=2)
-    return content
 
+def vistas_layout(root: Path) -> dict:
+    """``{split: (images, json, masks)}`` of a Mapillary Vistas folder (v2.0, else v1.2).
+
+    Vistas unpacks as ``{training,validation}/images/*.jpg`` beside
+    ``{training,validation}/v2.0/panoptic/panoptic_2020.json`` and its PNGs in the same folder
+    (v1.2: ``.../panoptic/panoptic_2018.json``); ``training`` becomes split ``train``,
+    ``validation`` split ``val``.
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    splits, missing = {}, []
+    for folder, split in (("training", "train"), ("validation", "val")):
+        candidates = [(root / folder / "v2.0" / "panoptic", "panoptic_2020.json"),
+                      (root / folder / "panoptic", "panoptic_2018.json")]
+        found = [(d, d / n) for d, n in candidates if (d / n).is_file()]
+        if not found:
+            missing.append(f"{folder}/v2.0/panoptic/panoptic_2020.json")
+            continue
+        if not (root / folder / "images").is_dir():
+            missing.append(f"{folder}/images/")
+            continue
+        masks, json_file = found[0]
+        splits[split] = (root / folder / "images", json_file, masks)
+    if missing:
+        raise DataError(f"{root} is not a Mapillary Vistas layout; missing: {', '.join(missing)} "
+                        f"(other names: `pdl prepare panoptic`, see docs/custom_data.md)")
+    return splits
+
+
+def prepare_vistas(root) -> dict:
+    """Check a Mapillary Vistas (v2.0 or v1.2 panoptic) folder and write its manifest."""
+    from .coco_format import prepare_splits
+
+    root = Path(root)
+    return prepare_splits(root, "vistas", vistas_layout(root))

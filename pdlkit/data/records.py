@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .spec import CITYSCAPES_LAYOUT_NAMES, DatasetSpec, cityscapes_spec
+from ..fileio import resolve_inside
+from .spec import CITYSCAPES_LAYOUT_NAMES, UNKNOWN_DATASET, DatasetSpec, cityscapes_spec
 
 __all__ = ["Record", "load_records", "segments_from_info"]
 
@@ -64,7 +65,11 @@ def _cityscapes_records(root: Path, split: str, spec: DatasetSpec) -> list:
     json_path = gt / f"cityscapes_panoptic_{split}.json"
     png_dir = gt / f"cityscapes_panoptic_{split}"
     if not json_path.is_file():
-        raise DataError(f"{json_path} not found: run `pdl prepare cityscapes {root}` first")
+        from .coco_format import is_coco_format, layout_hint
+
+        if is_coco_format(root):
+            raise DataError(f"{root} holds a COCO-panoptic dataset: set data.dataset to coco")
+        raise DataError(f"{json_path} not found: {layout_hint(root)}")
     data = _read_json(json_path)
     # image_id is "{city}_{seq}_{frame}"; find images by name rather than by parsing the city
     images = {p.name[: -len("_leftImg8bit.png")]: p
@@ -76,29 +81,33 @@ def _cityscapes_records(root: Path, split: str, spec: DatasetSpec) -> list:
         if image_id not in images:
             raise DataError(f"{json_path}: image {image_id} has no leftImg8bit/{split}/*/{image_id}_leftImg8bit.png")
         height, width = sizes.get(image_id, (0, 0))
-        records.append(Record(image_id, images[image_id], png_dir / ann["file_name"],
+        png_path = resolve_inside(png_dir, ann["file_name"], what=f"{json_path}: file_name {ann['file_name']!r}")
+        records.append(Record(image_id, images[image_id], png_path,
                               segments_from_info(ann["segments_info"], spec, source=str(json_path)),
                               height, width))
     return records
 
 
 def _coco_records(root: Path, split: str, spec: DatasetSpec) -> list:
-    from .prepare import coco_panoptic_png_dir
+    """Records of a split prepared by ``pdl prepare coco|vistas|panoptic``.
 
-    name = split if split.endswith("2017") else f"{split}2017"
-    json_path = root / "annotations" / f"panoptic_{name}.json"
-    data = _read_json(json_path)
-    png_dir = coco_panoptic_png_dir(root, name[: -len("2017")])
-    if png_dir is None:
-        raise DataError(f"{root}: no panoptic_{name}/ folder of panoptic pngs (under annotations/ or the root)")
-    images = {im["id"]: im for im in data.get("images", [])}
+    ``image_id`` is the image's ``file_name`` without extension (what ``pdl predict`` names its
+    outputs when given the images folder); every path must stay inside its folder.
+    """
+    from .coco_format import read_split_json, split_files
+
+    files = split_files(root, split)
+    json_path = files["json"]
+    data = read_split_json(json_path)
+    images = {im["id"]: im for im in data["images"]}
     records = []
     for ann in data["annotations"]:
-        image = images.get(ann["image_id"])
-        if image is None:
-            raise DataError(f"{json_path}: annotation of image id {ann['image_id']} has no 'images' entry")
-        records.append(Record(str(Path(image["file_name"]).stem), root / name / image["file_name"],
-                              png_dir / ann["file_name"],
+        image = images[ann["image_id"]]
+        name = image["file_name"]
+        image_path = resolve_inside(files["images"], name, what=f"{json_path}: image file_name {name!r}")
+        png_path = resolve_inside(files["masks"], ann["file_name"],
+                                  what=f"{json_path}: file_name {ann['file_name']!r}")
+        records.append(Record(Path(name).with_suffix("").as_posix(), image_path, png_path,
                               segments_from_info(ann["segments_info"], spec, source=str(json_path)),
                               int(image.get("height", 0)), int(image.get("width", 0))))
     return records
@@ -108,8 +117,9 @@ def load_records(root, split: str, dataset: str = "cityscapes", *, spec: Dataset
     """Records of ``split`` of a prepared dataset, sorted by image id.
 
     ``dataset``: ``cityscapes`` / ``toy`` (reads ``gtFine/cityscapes_panoptic_{split}.json``; category
-    ids are label ids) or ``coco`` (``annotations/panoptic_{split}2017.json``).  ``spec`` defaults to
-    the Cityscapes spec, or for COCO the category map in ``root``.
+    ids are label ids) or ``coco`` (any COCO-panoptic dataset prepared with ``pdl prepare
+    coco|vistas|panoptic``).  ``spec`` defaults to the Cityscapes spec, or for COCO the categories
+    stored by ``pdl prepare``.
     """
     root = Path(root)
     dataset = str(dataset).lower()
@@ -117,12 +127,10 @@ def load_records(root, split: str, dataset: str = "cityscapes", *, spec: Dataset
         records = _cityscapes_records(root, split, spec or cityscapes_spec())
     elif dataset == "coco":
         if spec is None:
-            from types import SimpleNamespace
+            from .coco_format import manifest_spec
 
-            from .spec import spec_for
-
-            spec = spec_for(SimpleNamespace(dataset="coco", root=str(root)))
+            spec = manifest_spec(root)
         records = _coco_records(root, split, spec)
     else:
-        raise DataError(f"unknown dataset {dataset!r}: expected cityscapes, toy or coco")
+        raise DataError(UNKNOWN_DATASET.format(name=dataset))
     return sorted(records, key=lambda r: r.image_id)

@@ -19,14 +19,13 @@ __all__ = [
     "cityscapes_spec",
     "coco_spec_from_categories",
     "spec_for",
-    "COCO_CATEGORY_MAP",
+    "UNKNOWN_DATASET",
 ]
-
-# Written by ``prepare_coco`` into the COCO root; read by ``spec_for``.
-COCO_CATEGORY_MAP = "pdlkit_coco_categories.json"
 
 # Dataset names that use the Cityscapes layout and label ids.
 CITYSCAPES_LAYOUT_NAMES = ("cityscapes", "toy")
+UNKNOWN_DATASET = ("unknown dataset {name!r}: expected cityscapes, toy or coco (coco: any COCO-panoptic "
+                   "dataset prepared with `pdl prepare coco`, `vistas` or `panoptic`)")
 
 
 @dataclass(frozen=True)
@@ -179,21 +178,14 @@ def coco_spec_from_categories(categories: Sequence[Mapping[str, Any]], *, name: 
 def spec_for(data_cfg) -> DatasetSpec:
     """The spec of the dataset a :class:`pdlkit.config.DataConfig` names.
 
-    ``dataset`` ``cityscapes`` / ``toy``: :func:`cityscapes_spec`.  ``coco``: read from the category map
-    that ``pdl prepare coco ROOT`` writes into ``data_cfg.root``.
+    ``dataset`` ``cityscapes`` / ``toy``: :func:`cityscapes_spec`.  ``coco`` (any COCO-panoptic
+    dataset): the categories that ``pdl prepare coco|vistas|panoptic`` stored in ``data_cfg.root``.
     """
     dataset = str(data_cfg.dataset).lower()
     if dataset in CITYSCAPES_LAYOUT_NAMES:
         return cityscapes_spec()
     if dataset == "coco":
-        path = Path(data_cfg.root) / COCO_CATEGORY_MAP
-        if not path.is_file():
-            raise DataError(f"{path} not found: run `pdl prepare coco {data_cfg.root}` first")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path}: not a readable JSON file ({exc})") from None
-        if not isinstance(data, dict) or "spec" not in data:
-            raise DataError(f"{path}: has no 'spec' entry; rerun `pdl prepare coco {data_cfg.root}`")
-        return DatasetSpec.from_dict(data["spec"])
-    raise DataError(f"unknown dataset {data_cfg.dataset!r}: expected cityscapes, toy or coco")
+        from .coco_format import manifest_spec
+
+        return manifest_spec(data_cfg.root)
+    raise DataError(UNKNOWN_DATASET.format(name=data_cfg.dataset))

@@ -17,9 +17,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from contextlib import nullcontext
@@ -289,7 +287,7 @@ class Trainer:
             was_training = model.training
             model.eval()
             try:
-                result = evaluate_model(model, self.cfg, self.spec, self.device, work_dir=self.output_dir)
+                result = _evaluate(model, self.cfg, self.spec, self.device, work_dir=self.output_dir)
             finally:
                 model.train(was_training)
         self.context.barrier()
@@ -463,55 +461,22 @@ class Trainer:
             signum=signum, iteration=self.iteration, checkpoint=path)
 
 
-# ---------------------------------------------------------------------------------------- evaluation
-def evaluate_model(model, cfg: Config, spec, device, *, work_dir) -> dict:
-    """Predict the val split with ``model`` (eval mode) into a temporary folder under ``work_dir``
-    and score it with :func:`pdlkit.evaluation.evaluate_predictions` (AP skipped for speed).
-
-    ``cfg.test.max_eval_images`` > 0 predicts and scores only that many images (the first in
-    sorted order).  Returns ``{}`` (with a warning) when the split has no images.
-    """
-    from ..data import load_records
-    from ..evaluation import evaluate_predictions
-    from ..inference import Predictor, predict_paths
+# ---------------------------------------------------------------------------------------- helpers
+def _evaluate(model, cfg: Config, spec, device, *, work_dir) -> dict:
+    """Score ``model`` on the val split (AP skipped for speed); ``{}`` with a warning when the split
+    cannot be read."""
+    from ..evaluation import predict_and_evaluate
+    from ..inference import Predictor
 
     try:
-        records = load_records(cfg.data.root, cfg.data.val_split, dataset=cfg.data.dataset, spec=spec)
+        return predict_and_evaluate(Predictor.from_model(model, cfg, spec, device), cfg.data.root,
+                                    cfg.data.val_split, dataset=cfg.data.dataset, work_dir=work_dir,
+                                    max_images=cfg.test.max_eval_images, compute_ap=False)
     except DataError as exc:
         logger.warning("skipping evaluation: %s", exc)
         return {}
-    if not records:
-        logger.warning("no %r images under %s: skipping evaluation", cfg.data.val_split, cfg.data.root)
-        return {}
-    limit = cfg.test.max_eval_images
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="eval_", dir=work_dir) as tmp:
-        tmp = Path(tmp)
-        image_paths = [Path(r.image_path) for r in records]
-        image_ids = None
-        if limit and limit < len(records):
-            # Predict a subset: link the chosen images into a folder laid out like the split.
-            image_ids = [r.image_id for r in records[:limit]]
-            source_root = Path(os.path.commonpath([str(p.parent) for p in image_paths]))
-            subset_root = tmp / "images"
-            for path in image_paths[:limit]:
-                link = subset_root / path.relative_to(source_root)
-                link.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.symlink(path.resolve(), link)
-                except OSError:  # file systems without symlinks
-                    shutil.copyfile(path, link)
-            inputs = subset_root
-        else:
-            inputs = Path(os.path.commonpath([str(p.parent) for p in image_paths]))
-        predictor = Predictor.from_model(model, cfg, spec, device)
-        predictions = tmp / "predictions"
-        predict_paths(predictor, str(inputs), predictions, progress=False)
-        return evaluate_predictions(cfg.data.root, cfg.data.val_split, predictions, spec=spec,
-                                    compute_ap=False, progress=False, image_ids=image_ids)
 
 
-# ---------------------------------------------------------------------------------------- helpers
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 

@@ -1,9 +1,10 @@
 """File access shared by the evaluators and the converter: PNG reading, id compaction, atomic writes.
 
-Ground truth follows the layout that cityscapesscripts' ``createPanopticImgs`` writes
-(``gtFine/cityscapes_panoptic_{split}.json`` + ``gtFine/cityscapes_panoptic_{split}/``) beside the
-Cityscapes ``gtFine/{split}/{city}/*_gtFine_{labelIds,instanceIds}.png``; predictions follow
-DESIGN.md §3 (``DIR/panoptic.json``, ``DIR/panoptic/<file_name>``, ``DIR/semantic/<file_name>``).
+Ground truth is a COCO-panoptic dataset prepared by ``pdl prepare coco|vistas|panoptic``, or the
+Cityscapes layout that cityscapesscripts' ``createPanopticImgs`` writes
+(``gtFine/cityscapes_panoptic_{split}.json`` + ``gtFine/cityscapes_panoptic_{split}/``) beside
+``gtFine/{split}/{city}/*_gtFine_{labelIds,instanceIds}.png``; predictions follow docs/formats.md
+(``DIR/panoptic.json``, ``DIR/panoptic/<file_name>``, ``DIR/semantic/<file_name>``).
 """
 from __future__ import annotations
 
@@ -207,49 +208,74 @@ def atomic_write_png(path: str | os.PathLike, image: np.ndarray) -> None:
 
 # ---------------------------------------------------------------------------------- dataset files
 def load_ground_truth(data_root: str | os.PathLike, split: str) -> Dict[str, Any]:
-    """Find the panoptic ground truth of ``split`` under a Cityscapes-layout root.
+    """Find the panoptic ground truth of ``split``: a COCO-panoptic dataset prepared by ``pdl
+    prepare coco|vistas|panoptic``, or a Cityscapes-layout root.
 
-    Returns ``{"json": the panoptic json, "panoptic_dir": Path, "label_ids": {image_id: Path},
-    "instance_ids": {image_id: Path}}``.  Raises :class:`DataError` naming what is missing.
+    Returns ``{"format": "coco" | "cityscapes", "json": the panoptic json, "json_path": Path,
+    "panoptic_dir": Path, "label_ids": {image_id: Path}, "instance_ids": {image_id: Path}}`` (the two
+    maps only for Cityscapes).  Raises :class:`DataError` naming what is missing and the ``pdl
+    prepare`` command that fits the folder.
     """
+    from pdlkit.data.coco_format import is_coco_format, layout_hint, read_split_json, split_files
+
     root = Path(data_root)
     if not root.is_dir():
         raise DataError(f"{root}: the dataset root does not exist")
+    if is_coco_format(root):
+        files = split_files(root, split)
+        return {"format": "coco", "json": read_split_json(files["json"]), "json_path": files["json"],
+                "panoptic_dir": files["masks"], "label_ids": {}, "instance_ids": {}}
     json_path = root / "gtFine" / f"cityscapes_panoptic_{split}.json"
     panoptic_dir = root / "gtFine" / f"cityscapes_panoptic_{split}"
     if not json_path.is_file() or not panoptic_dir.is_dir():
         raise DataError(
             f"{root}: not a prepared dataset root for split {split!r} "
-            f"({json_path.relative_to(root)} or {panoptic_dir.relative_to(root)}/ is missing; "
-            f"run `pdl prepare`)"
+            f"({json_path.relative_to(root)} or {panoptic_dir.relative_to(root)}/ is missing); "
+            f"{layout_hint(root)}"
         )
     gt_json = load_json(json_path)
     if not isinstance(gt_json, dict) or not all(k in gt_json for k in ("annotations", "categories")):
         raise DataError(f"{json_path}: not a COCO panoptic json (needs 'annotations' and 'categories')")
+    label_ids, instance_ids = _cityscapes_label_files(root / "gtFine" / split)
+    return {"format": "cityscapes", "json": gt_json, "json_path": json_path, "panoptic_dir": panoptic_dir,
+            "label_ids": label_ids, "instance_ids": instance_ids}
+
+
+def _cityscapes_label_files(split_dir: Path) -> tuple:
+    """({image_id: *_gtFine_labelIds.png}, {image_id: *_gtFine_instanceIds.png}) of one split."""
     label_ids: Dict[str, Path] = {}
     instance_ids: Dict[str, Path] = {}
-    split_dir = root / "gtFine" / split
     if split_dir.is_dir():
         for path in split_dir.glob("*/*_gtFine_labelIds.png"):
             label_ids[path.name[: -len("_gtFine_labelIds.png")]] = path
         for path in split_dir.glob("*/*_gtFine_instanceIds.png"):
             instance_ids[path.name[: -len("_gtFine_instanceIds.png")]] = path
-    return {
-        "json": gt_json,
-        "json_path": json_path,
-        "panoptic_dir": panoptic_dir,
-        "label_ids": label_ids,
-        "instance_ids": instance_ids,
-    }
+    return label_ids, instance_ids
+
+
+def _check_prediction(json_path: Path, annotation: Any) -> None:
+    """One annotation of a predictions json: the keys and types every reader relies on."""
+    if not isinstance(annotation, dict) or not {"image_id", "file_name", "segments_info"} <= set(annotation):
+        raise DataError(f"{json_path}: every annotation needs image_id, file_name and segments_info")
+    if not isinstance(annotation["segments_info"], list):
+        raise DataError(f"{json_path}: segments_info of image {annotation['image_id']!r} must be a list "
+                        f"of segments, got {type(annotation['segments_info']).__name__}")
+    if not isinstance(annotation["file_name"], str) or not isinstance(annotation["image_id"], (str, int)):
+        raise DataError(f"{json_path}: image {annotation['image_id']!r} needs a string file_name and a "
+                        f"string or integer image_id")
 
 
 def load_predictions(predictions_dir: str | os.PathLike) -> Dict[str, Any]:
-    """Index a predictions folder (DESIGN.md §3) by image id.
+    """Index a predictions folder (``panoptic.json`` + ``panoptic/``, see docs/formats.md).
 
-    Returns ``{"dir": Path, "json_path": Path, "annotations": {image_id: annotation},
-    "categories": the json's categories or None}``; raises
-    :class:`DataError` when the folder, ``panoptic.json`` or ``panoptic/`` is missing or malformed.
+    Returns ``{"dir": Path, "json_path": Path, "annotations": {image_id: annotation} (ids as the
+    json has them, int or str), "png": {image_id: Path of its panoptic PNG}, "categories": the json's
+    categories or None}``; raises :class:`DataError` when the folder, ``panoptic.json`` or
+    ``panoptic/`` is missing or malformed, an image id appears twice, or a ``file_name`` leads
+    outside ``panoptic/``.
     """
+    from pdlkit.fileio import resolve_inside
+
     directory = Path(predictions_dir)
     if not directory.is_dir():
         raise DataError(f"{directory}: the predictions folder does not exist")
@@ -263,18 +289,16 @@ def load_predictions(predictions_dir: str | os.PathLike) -> Dict[str, Any]:
     annotations = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(annotations, list):
         raise DataError(f"{json_path}: expected a COCO panoptic result with an 'annotations' list")
-    by_id: Dict[str, Any] = {}
+    by_id: Dict[Any, Any] = {}
+    pngs: Dict[Any, Path] = {}
     for annotation in annotations:
-        if not isinstance(annotation, dict) or not {"image_id", "file_name", "segments_info"} <= set(
-            annotation
-        ):
-            raise DataError(
-                f"{json_path}: every annotation needs image_id, file_name and segments_info"
-            )
-        by_id[str(annotation["image_id"])] = annotation
-    return {
-        "dir": directory,
-        "json_path": json_path,
-        "annotations": by_id,
-        "categories": data.get("categories"),
-    }
+        _check_prediction(json_path, annotation)
+        image_id = annotation["image_id"]
+        if image_id in by_id:
+            raise DataError(f"{json_path}: image_id {image_id!r} appears twice; each image needs exactly "
+                            f"one annotation")
+        by_id[image_id] = annotation
+        pngs[image_id] = resolve_inside(directory / "panoptic", annotation["file_name"],
+                                        what=f"{json_path}: file_name {annotation['file_name']!r}")
+    return {"dir": directory, "json_path": json_path, "annotations": by_id, "png": pngs,
+            "categories": data.get("categories")}

@@ -37,10 +37,17 @@ def test_convert_then_official_ap_equals_pdl_eval(toy_root, tmp_path):
 
 def test_convert_coco_and_errors(toy_root, tmp_path):
     predictions = scenes.write_predictions(toy_root, "val", tmp_path / "pred", seed=32, perturb=False)
+    # Without the dataset, string image ids cannot become COCO's integers: say which flags help.
     result = _run("convert", predictions, "--output", tmp_path / "coco", "--format", "coco", "-q")
+    assert result.exit_code == 1 and "--data ROOT --split NAME" in result.output
+    result = _run("convert", predictions, "--output", tmp_path / "coco", "--format", "coco", "-q",
+                  "--data", toy_root, "--split", "val")
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "coco" / "coco_instances_results.json").read_text())
     assert results and all(isinstance(r["segmentation"]["counts"], str) for r in results)
+    # the toy set's json names its images by string ids: those are written as they are
+    gt = json.loads((toy_root / "gtFine" / "cityscapes_panoptic_val.json").read_text())
+    assert {r["image_id"] for r in results} <= {im["id"] for im in gt["images"]}
 
     missing = _run("convert", tmp_path / "nothing", "--output", tmp_path / "out")
     assert missing.exit_code == 1 and "predictions folder does not exist" in missing.output

@@ -85,6 +85,9 @@ def test_coco_prints_the_category_summary(run, tmp_path):
         (tmp_path / "annotations" / f"panoptic_{split}2017.json").write_text(json.dumps(data))
     result = run("coco", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "2 categories (1 things, 1 stuff); train 1, val 1 images" in result.output
-    written = json.loads((tmp_path / "pdlkit_coco_categories.json").read_text())
+    assert "2 categories (1 things, 1 stuff); images per split: train 1, val 1" in result.output
+    assert "data.dataset=coco" in result.output
+    written = json.loads((tmp_path / "pdlkit_dataset.json").read_text())
+    assert written["splits"]["val"] == {"images": "val2017", "json": "annotations/panoptic_val2017.json",
+                                       "masks": "annotations/panoptic_val2017", "num_images": 1}
     assert written["spec"]["class_names"] == ["dog", "sky"]

@@ -58,16 +58,21 @@ def make_coco(root: Path) -> Path:
     return root
 
 
-def test_prepare_coco_writes_the_category_map(tmp_path):
+def test_prepare_coco_writes_the_manifest(tmp_path):
     root = make_coco(tmp_path)
-    content = prepare_coco(root)
-    assert content["category_id_to_train_id"] == {"1": 0, "3": 1, "184": 2}
-    assert content["num_annotations"] == {"train": 2, "val": 1}
+    manifest = prepare_coco(root)
+    assert manifest["splits"] == {
+        "train": {"images": "train2017", "json": "annotations/panoptic_train2017.json",
+                  "masks": "annotations/panoptic_train2017", "num_images": 2},
+        "val": {"images": "val2017", "json": "annotations/panoptic_val2017.json",
+                "masks": "annotations/panoptic_val2017", "num_images": 1},
+    }
     spec = spec_for(Config().data.__class__(dataset="coco", root=str(root)))
+    assert spec.category_ids == (1, 3, 184)  # train ids follow the ascending category id
     assert spec.class_names == ("person", "car", "tree-merged")
     assert spec.thing_ids == (0, 1)
     assert spec.colors[2] == (107, 142, 35)
-    assert json.loads((root / "pdlkit_coco_categories.json").read_text())["spec"] == spec.to_dict()
+    assert json.loads((root / "pdlkit_dataset.json").read_text())["spec"] == spec.to_dict()
 
 
 def test_coco_records_and_items(tmp_path):
@@ -75,9 +80,11 @@ def test_coco_records_and_items(tmp_path):
     prepare_coco(root)
     records = load_records(root, "train", "coco")
     assert [r.image_id for r in records] == ["000000000001", "000000000002"]
-    assert records[0].image_path == root / "train2017" / "000000000001.jpg"
+    assert records[0].image_path == (root / "train2017" / "000000000001.jpg").resolve()
     assert records[0].segments.tolist() == [[TREE, 2, 0, 0], [PERSON, 0, 1, 0], [CAR, 1, 1, 0], [CROWD, 0, 1, 1]]
-    assert len(load_records(root, "val2017", "coco")) == 1
+    assert len(load_records(root, "val", "coco")) == 1
+    with pytest.raises(DataError, match="no split 'val2017' .*prepared splits: train, val"):
+        load_records(root, "val2017", "coco")
 
     cfg = Config()
     cfg.data.dataset, cfg.data.root = "coco", str(root)
@@ -106,12 +113,12 @@ def test_prepare_coco_lists_what_is_missing(tmp_path):
 def test_prepare_coco_names_a_missing_png_and_a_bad_json(tmp_path):
     root = make_coco(tmp_path)
     (root / "annotations" / "panoptic_val2017" / "000000000101.png").unlink()
-    with pytest.raises(DataError, match="missing panoptic pngs 000000000101.png"):
+    with pytest.raises(DataError, match="missing panoptic pngs 000000000101.png named in"):
         prepare_coco(root)
     (root / "annotations" / "panoptic_train2017.json").write_text("{not json")
     with pytest.raises(DataError, match="panoptic_train2017.json: not a readable JSON file"):
         prepare_coco(root)
-    assert not (root / "pdlkit_coco_categories.json").exists()
+    assert not (root / "pdlkit_dataset.json").exists()
 
 
 def test_categories_must_agree_between_splits(tmp_path):

@@ -82,7 +82,11 @@ def test_coco_spec_orders_train_ids_by_category_id():
 def test_spec_for_by_dataset_name(tmp_path):
     assert spec_for(SimpleNamespace(dataset="cityscapes", root="x")) == cityscapes_spec()
     assert spec_for(SimpleNamespace(dataset="toy", root="x")) == cityscapes_spec()
-    with pytest.raises(DataError, match="pdl prepare coco"):
+    with pytest.raises(DataError, match="pdl prepare panoptic"):
+        spec_for(SimpleNamespace(dataset="coco", root=str(tmp_path)))
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "panoptic_val2017.json").write_text("{}")
+    with pytest.raises(DataError, match="not a prepared COCO-panoptic dataset .*run `pdl prepare coco"):
         spec_for(SimpleNamespace(dataset="coco", root=str(tmp_path)))
     with pytest.raises(DataError, match="unknown dataset 'kitti'"):
         spec_for(SimpleNamespace(dataset="kitti", root=str(tmp_path)))

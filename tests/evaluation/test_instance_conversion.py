@@ -63,12 +63,17 @@ def test_coco_format_round_trips_masks(tmp_path):
     from pycocotools import mask as mask_util
 
     ids = _write_prediction_dir(tmp_path / "pred")
+    # String ids cannot be guessed as COCO's integers without the dataset's json.
+    with pytest.raises(DataError, match="image_id 'cityA_000000_000019' is not an integer"):
+        convert_predictions(tmp_path / "pred", tmp_path / "out", format="coco")
+    assert not (tmp_path / "out" / COCO_RESULTS_NAME).exists()
+    index = json.loads((tmp_path / "pred" / "panoptic.json").read_text())
+    index["annotations"][0]["image_id"], index["annotations"][1]["image_id"] = "000000000042", 43
+    (tmp_path / "pred" / "panoptic.json").write_text(json.dumps(index))
     summary = convert_predictions(tmp_path / "pred", tmp_path / "out", format="coco")
     results = json.loads((tmp_path / "out" / COCO_RESULTS_NAME).read_text())
     assert summary["output"].endswith(COCO_RESULTS_NAME)
-    assert [(r["image_id"], r["category_id"]) for r in results] == [
-        ("cityA_000000_000019", 26), ("cityA_000000_000019", 24)
-    ]
+    assert [(r["image_id"], r["category_id"]) for r in results] == [(42, 26), (42, 24)]
     assert results[0]["score"] == 0.123456789012345 and results[1]["score"] == 0.25
     for result, segment_id in zip(results, (26001, 24001)):
         assert isinstance(result["segmentation"]["counts"], str)

@@ -1,0 +1,235 @@
+"""``evaluate_predictions``: PQ/SQ/RQ, mIoU and instance AP of a predictions folder, image by image
+in worker threads (numpy, OpenCV and pycocotools release the GIL for the heavy parts), each PNG
+decoded once."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+
+from pdlkit.errors import DataError
+
+from ._io import index_map, load_ground_truth, load_predictions, read_label_png, read_panoptic_png
+from .coco_ap import image_instances, mask_ap
+from .instance import instance_ap, match_image_instances, thing_instances
+from .pairing import pair_images
+from .panoptic import PQStats, pq_image_stats, pq_summary
+from .semantic import confusion_matrix, iou_summary
+
+__all__ = ["evaluate_predictions"]
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class _Classes:
+    """What is scored: the ground truth's categories (PQ, AP) and the classes of mIoU."""
+
+    categories: list
+    category_index: dict
+    class_ids: list
+    class_names: list
+    thing_categories: list
+    label_divisor: int
+    void_label: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The label that derived semantic maps give void pixels: one that is not a class.
+        self.void_label = 0 if 0 not in self.class_ids else max(self.class_ids) + 1
+
+    @property
+    def thing_ids(self) -> list:
+        return [c for c, _ in self.thing_categories]
+
+
+def _classes(gt_json: dict, spec) -> _Classes:
+    categories = list(gt_json["categories"])
+    if spec is not None:
+        class_ids, class_names = [int(c) for c in spec.category_ids], list(spec.class_names)
+        label_divisor = int(spec.label_divisor)
+    else:
+        class_ids = [int(c["id"]) for c in categories]
+        class_names, label_divisor = [str(c["name"]) for c in categories], 1000
+    return _Classes(categories, {int(c["id"]): k for k, c in enumerate(categories)}, class_ids, class_names,
+                    [(int(c["id"]), str(c["name"])) for c in categories if c.get("isthing")], label_divisor)
+
+
+def _category_map(id_map: np.ndarray, segments, void_label: int) -> np.ndarray:
+    """Semantic label ids from a panoptic id map: each segment's category, ``void_label`` elsewhere."""
+    ids = np.array([int(s["id"]) for s in segments], np.int64)
+    categories = np.array([int(s["category_id"]) for s in segments] + [void_label], np.int64)
+    return categories[index_map(id_map, ids)]
+
+
+def _ap_mode(ground_truth: Dict, pairs: list, compute_ap: bool, classes: _Classes, split: str) -> Optional[str]:
+    """"cityscapes" (instanceIds files), "coco" (pycocotools on the panoptic ground truth) or None."""
+    if not compute_ap or not classes.thing_ids:
+        return None
+    if ground_truth["format"] == "coco":
+        return "coco"
+    absent = [name for name, _, _ in pairs if name not in ground_truth["instance_ids"]]
+    if absent:
+        raise DataError(
+            f"{ground_truth['json_path'].parents[1]}: no gtFine/{split}/*/{absent[0]}_gtFine_instanceIds.png "
+            f"for instance AP ({len(absent)} image(s) lack one); pass compute_ap=False (--no-ap) to skip AP"
+        )
+    return "cityscapes"
+
+
+def _tasks(ground_truth: Dict, predictions: Dict, pairs: list, classes: _Classes, ap_mode) -> List[Dict]:
+    """One task per image; two (panoptic, semantic) when both semantic maps are files."""
+    from pdlkit.fileio import resolve_inside
+
+    semantic_dir = predictions["dir"] / "semantic"
+    json_path = ground_truth["json_path"]
+    tasks = []
+    for name, gt_ann, pred_ann in pairs:
+        pred_png = predictions["png"][pred_ann["image_id"]]
+        if not pred_png.is_file():
+            raise DataError(f"{pred_png}: the panoptic PNG of image {name} is missing")
+        pred_semantic = None
+        if semantic_dir.is_dir():
+            pred_semantic = semantic_dir / pred_ann["file_name"]
+            if not pred_semantic.is_file():
+                raise DataError(f"{pred_semantic}: the semantic PNG of image {name} is missing")
+        task = {"image_id": name, "gt_annotation": gt_ann, "pred_annotation": pred_ann, "pred_png": pred_png,
+                "gt_png": resolve_inside(ground_truth["panoptic_dir"], gt_ann["file_name"],
+                                         what=f"{json_path}: file_name {gt_ann['file_name']!r}"),
+                "gt_label_png": ground_truth["label_ids"].get(name), "pred_semantic_png": pred_semantic,
+                "instance_png": ground_truth["instance_ids"].get(name) if ap_mode == "cityscapes" else None,
+                "coco_ap": ap_mode == "coco", "classes": classes}
+        if task["gt_label_png"] is not None and task["pred_semantic_png"] is not None:
+            tasks += [{**task, "part": "panoptic"}, {**task, "part": "semantic"}]
+        else:
+            tasks.append({**task, "part": "all"})
+    return tasks
+
+
+def _semantic_part(task: Dict, gt_ids=None, pred_ids=None) -> np.ndarray:
+    """Confusion matrix of one image: label PNGs when present, else the panoptic maps' categories."""
+    classes = task["classes"]
+    if task["gt_label_png"] is not None:
+        gt_labels = read_label_png(task["gt_label_png"])
+    else:
+        gt_labels = _category_map(gt_ids, task["gt_annotation"]["segments_info"], classes.void_label)
+    if task["pred_semantic_png"] is not None:
+        pred_labels = read_label_png(task["pred_semantic_png"])
+    else:
+        pred_labels = _category_map(pred_ids, task["pred_annotation"]["segments_info"], classes.void_label)
+    return confusion_matrix(gt_labels, pred_labels, classes.class_ids, image_id=task["image_id"])
+
+
+def _instance_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray):
+    """This image's share of instance AP: Cityscapes matches or pycocotools instances (or None)."""
+    classes, pred_segments = task["classes"], task["pred_annotation"]["segments_info"]
+    where = str(task["pred_png"])
+    if task["coco_ap"]:
+        return image_instances(gt_ids, task["gt_annotation"]["segments_info"], pred_ids, pred_segments,
+                               classes.thing_ids, where=where)
+    if task["instance_png"] is None:
+        return None
+    instances = thing_instances(pred_segments, classes.thing_ids, where=where)
+    return match_image_instances(read_label_png(task["instance_png"]), pred_ids, instances, classes.thing_ids,
+                                 list(classes.category_index), label_divisor=classes.label_divisor,
+                                 image_id=task["image_id"])
+
+
+def _evaluate_image(task: Dict) -> Dict:
+    """One image's share of the work, run in a worker thread.
+
+    ``task["part"]``: "panoptic" (PQ counts and instances), "semantic" (confusion matrix from the
+    label PNGs) or "all" (both, the semantic maps derived from the panoptic ones when a file is
+    absent).  Splitting an image in two keeps the cores busy when there are few large images.
+    """
+    if task["part"] == "semantic":
+        return {"pq": None, "confusion": _semantic_part(task), "instances": None}
+    gt_ids = read_panoptic_png(task["gt_png"])
+    pred_ids = read_panoptic_png(task["pred_png"])
+    pq = pq_image_stats(gt_ids, task["gt_annotation"]["segments_info"], pred_ids,
+                        task["pred_annotation"]["segments_info"], task["classes"].category_index,
+                        image_id=task["image_id"])
+    confusion = _semantic_part(task, gt_ids, pred_ids) if task["part"] == "all" else None
+    return {"pq": pq, "confusion": confusion, "instances": _instance_part(task, gt_ids, pred_ids)}
+
+
+def _run(tasks: List[Dict], classes: _Classes, num_images: int, workers: int, progress: bool) -> tuple:
+    """(PQ sums, confusion matrix, per-image instance results) over all tasks."""
+    from tqdm import tqdm
+
+    pq_stats = PQStats.zeros(len(classes.categories))
+    size = len(classes.class_ids) + 1
+    confusion = np.zeros((size, size), np.int64)
+    instances = []
+    with ThreadPoolExecutor(max_workers=workers) as executor, tqdm(
+        total=num_images, desc="eval", unit="img", disable=not progress
+    ) as bar:
+        for result in executor.map(_evaluate_image, tasks):
+            if result["pq"] is not None:  # the panoptic part ends an image's work in the bar
+                pq_stats += result["pq"]
+                bar.update(1)
+            if result["confusion"] is not None:
+                confusion += result["confusion"]
+            if result["instances"] is not None:
+                instances.append(result["instances"])
+    return pq_stats, confusion, instances
+
+
+def evaluate_predictions(
+    data_root: str | os.PathLike,
+    split: str,
+    predictions_dir: str | os.PathLike,
+    *,
+    spec=None,
+    compute_ap: bool = True,
+    progress: bool = True,
+    image_ids: Optional[Iterable[str]] = None,
+    num_workers: Optional[int] = None,
+) -> Dict:
+    """Evaluate a predictions folder against the ground truth of ``split``; all scores in percent.
+
+    Ground truth: a COCO-panoptic dataset prepared by ``pdl prepare coco|vistas|panoptic``, or a
+    Cityscapes-layout root (``gtFine/cityscapes_panoptic_{split}.json`` + PNGs, with
+    ``*_gtFine_labelIds.png`` for mIoU and ``*_gtFine_instanceIds.png`` for AP).  Predictions:
+    ``panoptic.json`` + ``panoptic/`` and optionally ``semantic/`` (docs/formats.md); they are paired
+    with the images as :mod:`pdlkit.evaluation.pairing` describes.
+
+    PQ/SQ/RQ equal panopticapi's ``pq_compute`` (and cityscapesscripts' copy of it).  mIoU uses
+    the label PNGs when both exist, else each segment's category.  AP / AP50: Cityscapes data as
+    ``evalInstanceLevelSemanticLabeling``; COCO-format data as pycocotools' mask ``COCOeval`` on the
+    thing segments.  ``spec``: its ``category_ids`` are the classes of mIoU (default: the ground
+    truth's categories) and its ``label_divisor`` decodes instance ids.  ``image_ids``: score only
+    these images (``str(id)`` or file name without extension).  Images run in ``num_workers``
+    threads (default: the usable CPU cores).
+
+    Returns ``{"PQ", "SQ", "RQ", "n", "things": {...}, "stuff": {...}, "per_class": {name: {"PQ",
+    "SQ", "RQ", "tp", "fp", "fn", ...}}, "mIoU", "per_class_iou", "AP", "AP50", "per_class_ap",
+    "num_images"}``; only classes that occur enter an average; AP keys are absent when
+    ``compute_ap`` is false.  Raises :class:`DataError` for a wrong root, a malformed predictions
+    folder and images without a prediction (naming them).
+    """
+    ground_truth = load_ground_truth(data_root, split)
+    predictions = load_predictions(predictions_dir)
+    classes = _classes(ground_truth["json"], spec)
+    pairs = pair_images(ground_truth["json"], predictions, split, image_ids=image_ids)
+    if not pairs:
+        raise DataError(f"{ground_truth['json_path']}: no images to evaluate")
+    ap_mode = _ap_mode(ground_truth, pairs, compute_ap, classes, split)
+    tasks = _tasks(ground_truth, predictions, pairs, classes, ap_mode)
+    pq_stats, confusion, instances = _run(tasks, classes, len(pairs), num_workers or _default_workers(), progress)
+    results = pq_summary(pq_stats, classes.categories)
+    semantic = iou_summary(confusion, classes.class_names)
+    results["mIoU"], results["per_class_iou"] = semantic["mIoU"], semantic["per_class_iou"]
+    if compute_ap and ap_mode == "coco":
+        results.update(mask_ap(instances, classes.thing_categories))
+    elif compute_ap:
+        results.update(instance_ap(instances, classes.thing_categories, label_divisor=classes.label_divisor))
+    results["num_images"] = len(pairs)
+    return results
