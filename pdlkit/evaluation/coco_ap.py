@@ -30,8 +30,8 @@ def _rle(mask: np.ndarray) -> dict:
 def image_instances(
     gt_ids: np.ndarray, gt_segments: Sequence, pred_ids: np.ndarray, pred_segments: Sequence,
     thing_ids: Sequence[int], *, where: str = "",
-) -> Tuple[List[dict], List[dict]]:
-    """(ground-truth, predicted) instance dicts of one image (no ``image_id`` yet).
+) -> Tuple[List[dict], List[dict], Tuple[int, int]]:
+    """(ground-truth, predicted) instance dicts of one image (no ``image_id`` yet) and its (H, W).
 
     ``gt_ids`` / ``pred_ids`` ``[H, W]`` panoptic id maps; ground truth keeps ``iscrowd``.
     """
@@ -51,25 +51,26 @@ def image_instances(
         if not mask.any():
             raise DataError(f"{where}: segment {instance.segment_id} is in panoptic.json but not in the PNG")
         dts.append({"category_id": instance.category_id, "segmentation": _rle(mask), "score": instance.score})
-    return gts, dts
+    return gts, dts, (int(gt_ids.shape[0]), int(gt_ids.shape[1]))
 
 
-def _coco_ground_truth(per_image: List[Tuple[List[dict], List[dict]]], category_ids: Sequence[int]):
+def _coco_ground_truth(per_image: List[tuple], category_ids: Sequence[int]):
     from pycocotools.coco import COCO
 
     annotations = []
-    for index, (gts, _) in enumerate(per_image):
+    for index, (gts, _, _) in enumerate(per_image):
         for gt in gts:
             annotations.append({**gt, "image_id": index, "id": len(annotations) + 1})
     coco = COCO()
-    coco.dataset = {"images": [{"id": k} for k in range(len(per_image))], "annotations": annotations,
+    images = [{"id": k, "height": size[0], "width": size[1]} for k, (_, _, size) in enumerate(per_image)]
+    coco.dataset = {"images": images, "annotations": annotations,
                     "categories": [{"id": int(c)} for c in category_ids]}
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
 
 
-def mask_ap(per_image: List[Tuple[List[dict], List[dict]]], thing_categories: Sequence[Tuple[int, str]]) -> Dict:
+def mask_ap(per_image: List[tuple], thing_categories: Sequence[Tuple[int, str]]) -> Dict:
     """``{"AP", "AP50", "per_class_ap": {name: {"AP", "AP50"}}}`` in percent (None where pycocotools
     has no ground truth to score) from :func:`image_instances` of every image."""
     from pycocotools.cocoeval import COCOeval
@@ -77,10 +78,10 @@ def mask_ap(per_image: List[Tuple[List[dict], List[dict]]], thing_categories: Se
     category_ids = [c for c, _ in thing_categories]
     empty = {"AP": None, "AP50": None, "per_class_ap": {name: {"AP": None, "AP50": None}
                                                          for _, name in thing_categories}}
-    if not category_ids or not any(gts for gts, _ in per_image):
+    if not category_ids or not any(gts for gts, _, _ in per_image):
         return empty
     ground_truth = _coco_ground_truth(per_image, category_ids)
-    detections = [{**dt, "image_id": index} for index, (_, dts) in enumerate(per_image) for dt in dts]
+    detections = [{**dt, "image_id": index} for index, (_, dts, _) in enumerate(per_image) for dt in dts]
     if not detections:  # pycocotools cannot load an empty result: nothing found scores 0
         return {"AP": 0.0, "AP50": 0.0, "per_class_ap": _per_class_without_detections(per_image, thing_categories)}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -112,6 +113,6 @@ def _per_class(evaluator, thing_categories) -> Dict:
 
 
 def _per_class_without_detections(per_image, thing_categories) -> Dict:
-    present = {gt["category_id"] for gts, _ in per_image for gt in gts if not gt["iscrowd"]}
+    present = {gt["category_id"] for gts, _, _ in per_image for gt in gts if not gt["iscrowd"]}
     return {name: ({"AP": 0.0, "AP50": 0.0} if int(c) in present else {"AP": None, "AP50": None})
             for c, name in thing_categories}

@@ -30,6 +30,7 @@ from ._io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    load_ground_truth,
     load_json,
     load_predictions,
     read_panoptic_png,
@@ -51,13 +52,15 @@ def thing_category_ids_of(spec) -> list:
     return [int(spec.category_ids[t]) for t in spec.thing_ids]
 
 
-def _thing_category_ids(predictions: Dict, spec) -> list:
-    """Thing category ids: from ``spec``, else the folder's ``spec.json`` (written by pdl predict),
-    else ``panoptic.json``'s categories, else Cityscapes'."""
+def _thing_category_ids(predictions: Dict, spec, gt_json=None) -> list:
+    """Thing category ids: from ``spec``, else the dataset json's categories, else the folder's
+    ``spec.json`` (written by pdl predict), else ``panoptic.json``'s categories, else Cityscapes'."""
     from pdlkit.data.spec import DatasetSpec, cityscapes_spec
 
     if spec is not None:
         return thing_category_ids_of(spec)
+    if gt_json is not None:
+        return [int(c["id"]) for c in gt_json["categories"] if c.get("isthing")]
     spec_path = predictions["dir"] / "spec.json"
     if spec_path.is_file():
         return thing_category_ids_of(DatasetSpec.from_dict(load_json(spec_path)))
@@ -127,12 +130,11 @@ def _own_integer_ids(predictions: Dict) -> Dict:
     return ids
 
 
-def _dataset_ids(predictions: Dict, data_root, split) -> Dict:
+def _dataset_ids(predictions: Dict, gt_json: dict, split) -> Dict:
     """Prediction image_id -> the dataset json's id of its image (pairing rules of pdl eval)."""
-    from ._io import load_ground_truth
     from .pairing import dataset_image_ids
 
-    return dataset_image_ids(load_ground_truth(data_root, split)["json"], predictions, split)
+    return dataset_image_ids(gt_json, predictions, split)
 
 
 def convert_predictions(
@@ -148,8 +150,8 @@ def convert_predictions(
     """Write the instance predictions of a panoptic predictions folder (docs/formats.md).
 
     ``spec`` (a :class:`~pdlkit.data.spec.DatasetSpec`) says which category ids are things; by
-    default the folder's ``spec.json`` (written by ``pdl predict``), else the ``categories`` of its
-    ``panoptic.json``, else Cityscapes.  ``format="coco"`` writes the image ids of the dataset's json
+    default the dataset's categories (``data_root``), else the folder's ``spec.json`` (written by
+    ``pdl predict``), else the ``categories`` of its ``panoptic.json``, else Cityscapes.  ``format="coco"`` writes the image ids of the dataset's json
     when ``data_root`` (and ``split``) are given, else the predictions' own ids, which must then be
     integers or digit strings.  Every output path must stay inside ``output_dir``.  Returns
     ``{"images": N, "instances": M, "output": path of the txt folder or json}``; every file is
@@ -160,9 +162,10 @@ def convert_predictions(
     if format not in FORMATS:
         raise PdlError(f"unknown instance format {format!r}; choose one of {', '.join(FORMATS)}")
     predictions = load_predictions(predictions_dir)
-    thing_ids = _thing_category_ids(predictions, spec)
+    gt_json = load_ground_truth(data_root, split)["json"] if data_root is not None else None
+    thing_ids = _thing_category_ids(predictions, spec, gt_json)
     if format == "coco":
-        ids = _dataset_ids(predictions, data_root, split) if data_root is not None else _own_integer_ids(predictions)
+        ids = _dataset_ids(predictions, gt_json, split) if gt_json is not None else _own_integer_ids(predictions)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     coco_results, num_instances = [], 0
