@@ -171,11 +171,11 @@ def _check_files(data: dict, json_path: Path, images: Path, masks: Path) -> None
     by_id = {im["id"]: im for im in data["images"]}
     lacking_png, lacking_image = [], []
     for ann in data["annotations"]:
-        png = resolve_inside(masks, ann["file_name"], what=f"{json_path}: file_name {ann['file_name']!r}")
+        png = resolve_inside(masks, ann["file_name"], what=f"{json_path}: file_name")
         if not png.is_file():
             lacking_png.append(ann["file_name"])
         name = by_id[ann["image_id"]]["file_name"]
-        if not resolve_inside(images, name, what=f"{json_path}: image file_name {name!r}").is_file():
+        if not resolve_inside(images, name, what=f"{json_path}: image file_name").is_file():
             lacking_image.append(name)
     if lacking_png:
         raise DataError(f"{masks}: missing panoptic pngs {_listing(lacking_png)} named in {json_path}")

@@ -81,7 +81,7 @@ def _cityscapes_records(root: Path, split: str, spec: DatasetSpec) -> list:
         if image_id not in images:
             raise DataError(f"{json_path}: image {image_id} has no leftImg8bit/{split}/*/{image_id}_leftImg8bit.png")
         height, width = sizes.get(image_id, (0, 0))
-        png_path = resolve_inside(png_dir, ann["file_name"], what=f"{json_path}: file_name {ann['file_name']!r}")
+        png_path = resolve_inside(png_dir, ann["file_name"], what=f"{json_path}: file_name")
         records.append(Record(image_id, images[image_id], png_path,
                               segments_from_info(ann["segments_info"], spec, source=str(json_path)),
                               height, width))
@@ -104,9 +104,9 @@ def _coco_records(root: Path, split: str, spec: DatasetSpec) -> list:
     for ann in data["annotations"]:
         image = images[ann["image_id"]]
         name = image["file_name"]
-        image_path = resolve_inside(files["images"], name, what=f"{json_path}: image file_name {name!r}")
+        image_path = resolve_inside(files["images"], name, what=f"{json_path}: image file_name")
         png_path = resolve_inside(files["masks"], ann["file_name"],
-                                  what=f"{json_path}: file_name {ann['file_name']!r}")
+                                  what=f"{json_path}: file_name")
         records.append(Record(Path(name).with_suffix("").as_posix(), image_path, png_path,
                               segments_from_info(ann["segments_info"], spec, source=str(json_path)),
                               int(image.get("height", 0)), int(image.get("width", 0))))

@@ -299,6 +299,6 @@ def load_predictions(predictions_dir: str | os.PathLike) -> Dict[str, Any]:
                             f"one annotation")
         by_id[image_id] = annotation
         pngs[image_id] = resolve_inside(directory / "panoptic", annotation["file_name"],
-                                        what=f"{json_path}: file_name {annotation['file_name']!r}")
+                                        what=f"{json_path}: file_name")
     return {"dir": directory, "json_path": json_path, "annotations": by_id, "png": pngs,
             "categories": data.get("categories")}

@@ -88,10 +88,18 @@ def _masks(pred_ids: np.ndarray, instances, png_path: Path):
         yield instance, mask
 
 
+def _check_cityscapes_outputs(output: Path, annotations: Dict) -> None:
+    """Refuse, before anything is written, an image whose output files would leave ``output``."""
+    for image_id, annotation in annotations.items():
+        sub = Path(annotation["file_name"]).parent.as_posix()
+        for name in (f"{image_id}_pred.txt", f"masks/{image_id}_0.png"):
+            resolve_inside(output, f"{sub}/{name}", what=f"image {image_id!r} of the predictions")
+
+
 def _write_cityscapes_image(output: Path, image_id, annotation: Dict, pred_ids, instances, png_path: Path) -> None:
     """``<sub-folder>/<image_id>_pred.txt`` and its masks; every path must stay inside ``output``."""
     sub = Path(annotation["file_name"]).parent.as_posix()
-    where = f"image_id {image_id!r} / file_name {annotation['file_name']!r}"
+    where = f"image {image_id!r} of the predictions"
     lines = []
     for k, (instance, mask) in enumerate(_masks(pred_ids, instances, png_path)):
         relative = f"masks/{image_id}_{k}.png"
@@ -168,6 +176,8 @@ def convert_predictions(
         ids = _dataset_ids(predictions, gt_json, split) if gt_json is not None else _own_integer_ids(predictions)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    if format == "cityscapes":
+        _check_cityscapes_outputs(output, predictions["annotations"])
     coco_results, num_instances = [], 0
     annotations = predictions["annotations"]
     for image_id, annotation in tqdm(annotations.items(), total=len(annotations), desc="convert", unit="img",

@@ -102,7 +102,7 @@ def _tasks(ground_truth: Dict, predictions: Dict, pairs: list, classes: _Classes
                 raise DataError(f"{pred_semantic}: the semantic PNG of image {name} is missing")
         task = {"image_id": name, "gt_annotation": gt_ann, "pred_annotation": pred_ann, "pred_png": pred_png,
                 "gt_png": resolve_inside(ground_truth["panoptic_dir"], gt_ann["file_name"],
-                                         what=f"{json_path}: file_name {gt_ann['file_name']!r}"),
+                                         what=f"{json_path}: file_name"),
                 "gt_label_png": ground_truth["label_ids"].get(name), "pred_semantic_png": pred_semantic,
                 "instance_png": ground_truth["instance_ids"].get(name) if ap_mode == "cityscapes" else None,
                 "coco_ap": ap_mode == "coco", "classes": classes}

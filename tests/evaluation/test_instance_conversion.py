@@ -106,3 +106,34 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "pred" / "panoptic.json").write_text(json.dumps(index))
     with pytest.raises(DataError, match="thing segment 24001 has no 'score'"):
         convert_predictions(tmp_path / "pred", tmp_path / "out")
+
+
+def test_outputs_never_leave_the_output_folder(tmp_path):
+    """image_id with ../ or an absolute file_name is refused before anything is written."""
+    _write_prediction_dir(tmp_path / "pred")
+    index_path = tmp_path / "pred" / "panoptic.json"
+    original = index_path.read_text()
+
+    index = json.loads(original)
+    index["annotations"][0]["image_id"] = "../../escaped"
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(DataError, match="image '../../escaped' of the predictions: .* leads outside"):
+        convert_predictions(tmp_path / "pred", tmp_path / "out" / "inner", format="cityscapes")
+    assert not list(tmp_path.glob("**/escaped*"))
+
+    index = json.loads(original)
+    source = tmp_path / "pred" / "panoptic" / index["annotations"][0]["file_name"]
+    index["annotations"][0]["file_name"] = str(source)  # absolute: would write beside the source
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(DataError, match="is an absolute path"):
+        convert_predictions(tmp_path / "pred", tmp_path / "out2", format="cityscapes")
+    assert not list((tmp_path / "pred").glob("**/*_pred.txt"))
+
+
+def test_null_segments_info_is_one_sentence(tmp_path):
+    _write_prediction_dir(tmp_path / "pred")
+    index = json.loads((tmp_path / "pred" / "panoptic.json").read_text())
+    index["annotations"][1]["segments_info"] = None
+    (tmp_path / "pred" / "panoptic.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match="segments_info of image 'cityB_000001_000019' must be a list"):
+        convert_predictions(tmp_path / "pred", tmp_path / "out")
