@@ -153,6 +153,13 @@ def test_vistas_layout(tmp_path):
     assert manifest["spec"]["name"] == "vistas"
     records = load_records(tmp_path / "vistas", "val", "coco")
     assert [r.image_id for r in records] == ["scene_4_000", "scene_4_001"]
+    # configs/vistas_r50.yaml is one data: block away from this folder
+    from pdlkit.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "vistas_r50.yaml",
+                      [f"data.root={tmp_path / 'vistas'}"])
+    assert spec_for(cfg.data).category_ids == (7, 19, 42, 100, 101, 205)
+    assert len(build_train_dataset(cfg, spec_for(cfg.data))) == 2
 
     shutil.rmtree(tmp_path / "vistas" / "validation" / "images")
     with pytest.raises(DataError, match="not a Mapillary Vistas layout; missing: validation/images/"):

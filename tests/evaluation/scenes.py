@@ -153,7 +153,7 @@ def make_prediction_map(inst: np.ndarray, rng: np.random.Generator, perturb: boo
 
 
 def write_predictions(root: Path, split: str, out: Path, seed: int, perturb: bool = True, semantic_noise=0.03):
-    """Predictions (DESIGN.md §3) of every ground-truth image, in ``<city>/`` sub-folders."""
+    """Predictions (docs/formats.md) of every ground-truth image, in ``<city>/`` sub-folders."""
     rng = np.random.default_rng(seed)
     root, out = Path(root), Path(out)
     gt_json = json.loads((root / "gtFine" / f"cityscapes_panoptic_{split}.json").read_text())
