@@ -21,6 +21,8 @@ order), crowd groups carry the bare label id, unlabelled pixels label id 0; inst
 """
 from __future__ import annotations
 
+import functools
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,19 +280,17 @@ def _thing(rng, kind, x_center, ground_y, size, *, crowd=False):
     raise ValueError(kind)
 
 
-def _scene(rng, height: int, width: int) -> list:
-    H, W = float(height), float(width)
-    horizon = H * rng.uniform(0.36, 0.5)
-    vanish_x = W * rng.uniform(0.35, 0.65)
-    objects = []
+def _add(objects: list, label, polygon, paint, box=None) -> None:
+    """Append an object; ``box`` defaults to the polygon's bounding box."""
+    polygon = np.asarray(polygon, float)
+    if box is None:
+        lo, hi = polygon.min(0), polygon.max(0)
+        box = (lo[0], lo[1], hi[0] - lo[0] + 1, hi[1] - lo[1] + 1)
+    objects.append(_Object(label, polygon, paint, box))
 
-    def add(label, polygon, paint, box=None):
-        polygon = np.asarray(polygon, float)
-        if box is None:
-            lo, hi = polygon.min(0), polygon.max(0)
-            box = (lo[0], lo[1], hi[0] - lo[0] + 1, hi[1] - lo[1] + 1)
-        objects.append(_Object(label, polygon, paint, box))
 
+def _add_background(add, rng, H: float, W: float, horizon: float) -> None:
+    """Sky, a skyline of buildings, trees in front of them, the sidewalk and grass verges."""
     add("sky", [(0, 0), (W, 0), (W, horizon + 2), (0, horizon + 2)],
         lambda r, ys, xs, b, f: _paint_sky(r, ys, xs, b, f, horizon))
     # skyline: buildings of random width and height, sometimes a gap that shows the sky
@@ -316,6 +316,11 @@ def _scene(rng, height: int, width: int) -> list:
         cy = horizon + (H - horizon) * rng.uniform(0.1, 0.6)
         r = H * rng.uniform(0.05, 0.12)
         add("terrain", _blob(rng, cx, cy, r * 1.8, r * 0.6, wobble=0.1), _paint_terrain)
+
+
+def _add_road(add, rng, H: float, W: float, horizon: float, vanish_x: float) -> tuple:
+    """The road towards the vanishing point (lane markings most of the time); returns the x of its
+    left and right edges at the bottom of the image."""
     half_top = W * 0.02
     left_bottom = vanish_x - W * rng.uniform(0.55, 0.9)
     right_bottom = vanish_x + W * rng.uniform(0.55, 0.9)
@@ -324,8 +329,13 @@ def _scene(rng, height: int, width: int) -> list:
     road_box = (0, horizon, W, H - horizon)
     add("road", [(vanish_x - half_top, horizon), (vanish_x + half_top, horizon), (right_bottom, H),
                  (left_bottom, H)], lambda r, ys, xs, b, f: _paint_road(r, ys, xs, b, f, lane), road_box)
+    return left_bottom, right_bottom
 
-    # things: perspective sizes (tiny near the horizon, large near the camera); far ones drawn first
+
+def _street_things(rng, H: float, W: float, horizon: float, vanish_x: float, road_edges: tuple) -> list:
+    """[(ground y, [objects])] of cars, people, riders, bicycles and trucks in perspective (tiny
+    near the horizon, large near the camera), plus sometimes a crowd."""
+    left_bottom, right_bottom = road_edges
     ground_span = H - horizon
     things = []
     counts = {"car": rng.integers(1, 6), "person": rng.integers(1, 6), "rider": rng.integers(0, 3),
@@ -343,31 +353,54 @@ def _scene(rng, height: int, width: int) -> list:
                 x_center = rng.uniform(0, W)
             size = depth * ground_span * rng.uniform(0.85, 1.25)
             things.append((ground_y, _thing(rng, kind, x_center, ground_y, size)))
-    if rng.uniform() < 0.45:  # a crowd: a cluster of overlapping members labelled "<kind>group"
-        kind = ("person", "car", "bicycle")[rng.integers(3)]
-        depth = rng.uniform(0.12, 0.4)
-        ground_y = horizon + depth * ground_span
-        x_center = rng.uniform(0.1, 0.9) * W
-        size = depth * ground_span
-        members = []
-        for _ in range(rng.integers(3, 7)):
-            dx = rng.normal(0, size * (0.35 if kind == "person" else 0.6))
-            dy = rng.normal(0, size * 0.05)
-            members += _thing(rng, kind, x_center + dx, ground_y + dy, size, crowd=True)
-        things.append((ground_y, members))
-    things.sort(key=lambda item: item[0])
-    for _, group in things:
-        objects.extend(group)
+    if rng.uniform() < 0.45:
+        things.append(_crowd(rng, W, horizon, ground_span))
+    return things
 
-    for _ in range(rng.integers(1, 4)):  # unlabelled clutter (label id 0)
+
+def _crowd(rng, W: float, horizon: float, ground_span: float) -> tuple:
+    """(ground y, members): a cluster of overlapping members labelled "<kind>group"."""
+    kind = ("person", "car", "bicycle")[rng.integers(3)]
+    depth = rng.uniform(0.12, 0.4)
+    ground_y = horizon + depth * ground_span
+    x_center = rng.uniform(0.1, 0.9) * W
+    size = depth * ground_span
+    members = []
+    for _ in range(rng.integers(3, 7)):
+        dx = rng.normal(0, size * (0.35 if kind == "person" else 0.6))
+        dy = rng.normal(0, size * 0.05)
+        members += _thing(rng, kind, x_center + dx, ground_y + dy, size, crowd=True)
+    return ground_y, members
+
+
+def _add_foreground(add, rng, H: float, W: float, horizon: float) -> None:
+    """Unlabelled clutter (label id 0) and sometimes the ego vehicle's hood along the bottom."""
+    for _ in range(rng.integers(1, 4)):
         cx, cy = rng.uniform(0, W), rng.uniform(horizon * 0.5, H)
         r = H * rng.uniform(0.02, 0.06)
         add("unlabeled", _blob(rng, cx, cy, r * rng.uniform(0.6, 1.6), r), _paint_unlabeled)
-    if rng.uniform() < 0.4:  # the ego vehicle's hood along the bottom edge
+    if rng.uniform() < 0.4:
         top = H * rng.uniform(0.9, 0.95)
         pts = [(0, H), (0, top + H * 0.03)] + [(x, top + H * 0.03 * ((2 * x / W - 1) ** 2))
                                                 for x in np.linspace(0, W, 9)[1:-1]] + [(W, top + H * 0.03), (W, H)]
         add("ego vehicle", pts, _paint_ego)
+
+
+def _scene(rng, height: int, width: int) -> list:
+    """The objects of one street scene, back to front: background, road, things (far ones first),
+    foreground.  The random draws happen in a fixed order, so a seed always gives the same scene."""
+    H, W = float(height), float(width)
+    horizon = H * rng.uniform(0.36, 0.5)
+    vanish_x = W * rng.uniform(0.35, 0.65)
+    objects: list = []
+    add = functools.partial(_add, objects)
+    _add_background(add, rng, H, W, horizon)
+    road_edges = _add_road(add, rng, H, W, horizon, vanish_x)
+    things = _street_things(rng, H, W, horizon, vanish_x, road_edges)
+    things.sort(key=lambda item: item[0])
+    for _, group in things:
+        objects.extend(group)
+    _add_foreground(add, rng, H, W, horizon)
     return objects
 
 

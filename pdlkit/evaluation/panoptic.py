@@ -59,6 +59,49 @@ class PQStats:
         return self
 
 
+def _joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id) -> np.ndarray:
+    """``[G + 2, P + 2]`` pixel counts of (ground-truth row, predicted column) pairs.
+
+    Rows: 0 = void, 1..G = ground-truth segments, G + 1 = ids its json does not list (ignored).
+    Columns: 0 = void, 1..P = predicted segments, P + 1 = ids its json does not list (an error).
+    """
+    gt_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in gt_segments], np.int64)
+    pred_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in pred_segments], np.int64)
+    if len(np.unique(pred_seg_ids)) != len(pred_seg_ids):
+        raise DataError(f"image {image_id}: the prediction json lists a segment id twice (or id 0)")
+    pred_index = index_map(pred_ids, pred_seg_ids)
+    joint = pair_histogram(index_map(gt_ids, gt_seg_ids), pred_index, len(gt_seg_ids) + 1, len(pred_seg_ids) + 1)
+    pred_area = joint.sum(axis=0)
+    if pred_area[-1] > 0:
+        present = np.unique(pred_ids[pred_index == len(pred_seg_ids)])
+        raise DataError(
+            f"image {image_id}: segment ids {present[:5].tolist()} are in the prediction PNG but not "
+            f"in its json"
+        )
+    missing = [int(pred_seg_ids[k]) for k in range(1, len(pred_seg_ids)) if pred_area[k] == 0]
+    if missing:
+        raise DataError(
+            f"image {image_id}: segment ids {missing[:5]} are in the prediction json but not in its PNG"
+        )
+    return joint
+
+
+def _count_false_positives(stats: PQStats, inter, pred_void, area_p, pred_cat, gt_cat, gt_crowd,
+                           pred_matched) -> None:
+    """An unmatched prediction is a false positive unless more than half of it lies on void plus
+    its category's crowd region (the official evaluator keeps the last crowd segment listed)."""
+    crowd_row_of_category: Dict[int, int] = {}
+    for g in np.nonzero(gt_crowd)[0]:
+        crowd_row_of_category[int(gt_cat[g])] = int(g)
+    ignored = pred_void.astype(np.int64).copy()
+    for p in range(len(pred_cat)):
+        crowd_row = crowd_row_of_category.get(int(pred_cat[p]))
+        if crowd_row is not None:
+            ignored[p] += inter[crowd_row, p]
+    is_fp = ~pred_matched & ~(ignored / area_p > 0.5)
+    np.add.at(stats.fp, pred_cat[is_fp], 1)
+
+
 def pq_image_stats(
     gt_ids: np.ndarray,
     gt_segments: Sequence[Mapping],
@@ -81,36 +124,8 @@ def pq_image_stats(
             f"image {image_id}: prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]} but the ground "
             f"truth is {gt_ids.shape[1]}x{gt_ids.shape[0]} (width x height)"
         )
-    num_categories = len(category_index)
-    stats = PQStats.zeros(num_categories)
-
-    # Ground-truth rows: 0 = void, 1..G = segments, G + 1 = ids the json does not list (ignored).
-    gt_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in gt_segments], np.int64)
-    num_gt_rows = len(gt_seg_ids) + 1
-    gt_index = index_map(gt_ids, gt_seg_ids)
-
-    # Predicted columns: 0 = void, 1..P = segments, P + 1 = ids the json does not list (an error).
-    pred_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in pred_segments], np.int64)
-    if len(np.unique(pred_seg_ids)) != len(pred_seg_ids):
-        raise DataError(f"image {image_id}: the prediction json lists a segment id twice (or id 0)")
-    num_pred_cols = len(pred_seg_ids) + 1
-    pred_index = index_map(pred_ids, pred_seg_ids)
-
-    joint = pair_histogram(gt_index, pred_index, num_gt_rows, num_pred_cols)
-
-    pred_area = joint.sum(axis=0)
-    if pred_area[-1] > 0:
-        present = np.unique(pred_ids[pred_index == num_pred_cols - 1])
-        raise DataError(
-            f"image {image_id}: segment ids {present[:5].tolist()} are in the prediction PNG but not "
-            f"in its json"
-        )
-    missing = [int(pred_seg_ids[k]) for k in range(1, len(pred_seg_ids)) if pred_area[k] == 0]
-    if missing:
-        raise DataError(
-            f"image {image_id}: segment ids {missing[:5]} are in the prediction json but not in its PNG"
-        )
-
+    stats = PQStats.zeros(len(category_index))
+    joint = _joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id)
     try:
         pred_cat = np.array([category_index[int(s["category_id"])] for s in pred_segments], np.int64)
     except KeyError as exc:
@@ -121,14 +136,8 @@ def pq_image_stats(
 
     inter = joint[1 : 1 + len(gt_segments), 1 : 1 + len(pred_segments)]  # [G, P]
     pred_void = joint[0, 1 : 1 + len(pred_segments)]  # [P]
-    area_p = pred_area[1 : 1 + len(pred_segments)]
-
-    candidate = (
-        (inter > 0)
-        & (gt_cat[:, None] == pred_cat[None, :])
-        & (gt_cat[:, None] >= 0)
-        & ~gt_crowd[:, None]
-    )
+    area_p = joint.sum(axis=0)[1 : 1 + len(pred_segments)]
+    candidate = (inter > 0) & (gt_cat[:, None] == pred_cat[None, :]) & (gt_cat[:, None] >= 0) & ~gt_crowd[:, None]
     union = area_p[None, :] + gt_area[:, None] - inter - pred_void[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(candidate, inter / np.where(candidate, union, 1), 0.0)
@@ -136,25 +145,11 @@ def pq_image_stats(
     gi, pi = np.nonzero(matched)
     np.add.at(stats.tp, gt_cat[gi], 1)
     np.add.at(stats.iou, gt_cat[gi], iou[gi, pi])
-    gt_matched = matched.any(axis=1)
-    pred_matched = matched.any(axis=0)
-
     # Ground truth with a category outside the list cannot be counted; the official evaluator
     # would fail on it, and createPanopticImgs never writes one.
-    counted_fn = ~gt_matched & ~gt_crowd & (gt_cat >= 0)
+    counted_fn = ~matched.any(axis=1) & ~gt_crowd & (gt_cat >= 0)
     np.add.at(stats.fn, gt_cat[counted_fn], 1)
-
-    # The official evaluator keeps one crowd segment per category: the last one listed.
-    crowd_row_of_category: Dict[int, int] = {}
-    for g in np.nonzero(gt_crowd)[0]:
-        crowd_row_of_category[int(gt_cat[g])] = int(g)
-    ignored = pred_void.astype(np.int64).copy()
-    for p in range(len(pred_segments)):
-        crowd_row = crowd_row_of_category.get(int(pred_cat[p]))
-        if crowd_row is not None:
-            ignored[p] += inter[crowd_row, p]
-    is_fp = ~pred_matched & ~(ignored / area_p > 0.5)
-    np.add.at(stats.fp, pred_cat[is_fp], 1)
+    _count_false_positives(stats, inter, pred_void, area_p, pred_cat, gt_cat, gt_crowd, matched.any(axis=0))
     return stats
 
 
