@@ -110,3 +110,34 @@ def test_eval_weights_equals_predict_then_eval(toy_root, toy_checkpoint, tmp_pat
     assert a["PQ"] == pytest.approx(100 * official["All"]["pq"], abs=1e-6)
     pixel = scenes.official_pixel(toy_root, "val", predictions)
     assert a["mIoU"] == pytest.approx(100 * pixel["averageScoreClasses"], abs=1e-6)
+
+
+def test_unprepared_coco_format_folders_name_their_prepare_command(tmp_path, toy_predictions):
+    """The advice fits the layout the user has: COCO names, Vistas names, or anything else."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    import custom_dataset as custom
+
+    (tmp_path / "coco" / "annotations").mkdir(parents=True)
+    (tmp_path / "coco" / "annotations" / "panoptic_val2017.json").write_text("{}")
+    _one_sentence_error(_run("eval", "--data", tmp_path / "coco", "--predictions", toy_predictions),
+                        f"run `pdl prepare coco {tmp_path / 'coco'}`")
+    custom.write_vistas(tmp_path / "vistas", train=1, val=1)
+    _one_sentence_error(_run("eval", "--data", tmp_path, "--predictions", toy_predictions), "pdl prepare panoptic")
+    _one_sentence_error(_run("eval", "--data", tmp_path / "vistas", "--predictions", toy_predictions),
+                        f"run `pdl prepare vistas {tmp_path / 'vistas'}`")
+
+
+def test_duplicate_and_null_predictions_are_one_sentence(toy_root, toy_predictions, tmp_path):
+    import shutil
+
+    pred = tmp_path / "pred"
+    shutil.copytree(toy_predictions, pred)
+    index = json.loads((pred / "panoptic.json").read_text())
+    first = index["annotations"][0]["image_id"]
+    index["annotations"].append(dict(index["annotations"][0]))
+    (pred / "panoptic.json").write_text(json.dumps(index))
+    _one_sentence_error(_run("eval", "--data", toy_root, "--predictions", pred), f"image_id '{first}' appears twice")
+    index["annotations"].pop()
+    index["annotations"][0]["segments_info"] = None
+    (pred / "panoptic.json").write_text(json.dumps(index))
+    _one_sentence_error(_run("eval", "--data", toy_root, "--predictions", pred), "segments_info", "must be a list")
