@@ -110,6 +110,8 @@ setup(
         "test": ["pytest", "hypothesis", "scipy"],
         "onnx": ["onnx", "onnxruntime"],
         "tensorboard": ["tensorboard"],
+        "fast": ["imagecodecs"],  # libspng PNG decoding for pdl eval
+        "bench": ["hotcoco"],
     },
     entry_points={"console_scripts": ["pdl = pdlkit.cli.main:main"]},
     zip_safe=False,

@@ -5,8 +5,10 @@ occluding instances, converted by cityscapesscripts' createPanopticImgs) and per
 at two sizes, checks that the numbers agree, and prints the best wall time of each side over
 interleaved repeats and the ratio (and the ratio of the medians).  The official side is ``evalPanopticSemanticLabeling`` (its own multiprocessing pool over all
 cores) + ``evalPixelLevelSemanticLabeling`` (its defaults, which include the instance-level nIoU);
-pdlkit's side is ``evaluate_predictions(compute_ap=False)``.  AP is timed separately: pdl eval's AP
-against ``pdl convert`` + ``evalInstanceLevelSemanticLabeling``.
+pdlkit's side is ``evaluate_predictions(compute_ap=False)``.  When hotcoco (a Rust evaluator,
+``pip install hotcoco``; PQ only) is installed it is timed on the same files too, after its
+inputs are given the integer image ids it requires (not timed).  AP is timed separately: pdl
+eval's AP against ``pdl convert`` + ``evalInstanceLevelSemanticLabeling``.
 
     python benchmarks/eval.py                       # 50 images of 128x256 (4-11 instances),
                                                     # 4 of 1024x2048 (25-35 instances)
@@ -62,6 +64,39 @@ def _interleaved_times(functions, repeats: int):
     ]
 
 
+def _hotcoco_pq(root: Path, predictions: Path, work: Path):
+    """A function that runs hotcoco's PanopticEval on the files (None when hotcoco is absent)."""
+    try:
+        from hotcoco import panoptic
+    except ImportError:
+        return None
+    import contextlib
+    import io
+    import json
+
+    gt = json.loads((root / "gtFine" / "cityscapes_panoptic_val.json").read_text())
+    number = {image["id"]: k + 1 for k, image in enumerate(gt["images"])}  # hotcoco wants integers
+    for image in gt["images"]:
+        image["id"] = number[image["id"]]
+    for annotation in gt["annotations"]:
+        annotation["image_id"] = number[annotation["image_id"]]
+    pred = json.loads((predictions / "panoptic.json").read_text())
+    for annotation in pred["annotations"]:
+        annotation["image_id"] = number[annotation["image_id"]]
+    (work / "hotcoco_gt.json").write_text(json.dumps(gt))
+    (work / "hotcoco_pred.json").write_text(json.dumps(pred))
+
+    def run():
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator = panoptic.PanopticEval(str(work / "hotcoco_gt.json"), str(work / "hotcoco_pred.json"),
+                                              gt_folder=str(root / "gtFine" / "cityscapes_panoptic_val"),
+                                              pred_folder=str(predictions / "panoptic"))
+            evaluator.run()
+        return evaluator.results()
+
+    return run
+
+
 def run_case(name: str, num_images: int, height: int, width: int, repeats: int, work: Path, with_ap: bool,
              num_instances=(4, 12)):
     root = work / f"{name}_gt"
@@ -80,9 +115,10 @@ def run_case(name: str, num_images: int, height: int, width: int, repeats: int, 
         return evaluate_predictions(root, "val", predictions, compute_ap=False, progress=False)
 
     ours_pq_miou()  # first call pays the imports (OpenCV, tqdm); not part of the comparison
-    (official_best, official_median, official_cpu, (panoptic, pixel)), (ours_best, ours_median, ours_cpu, ours) = _interleaved_times(
-        [official_pq_miou, ours_pq_miou], repeats
-    )
+    hotcoco = _hotcoco_pq(root, predictions, scratch)
+    functions = [official_pq_miou, ours_pq_miou] + ([hotcoco] if hotcoco else [])
+    timings = _interleaved_times(functions, repeats)
+    (official_best, official_median, official_cpu, (panoptic, pixel)), (ours_best, ours_median, ours_cpu, ours) = timings[:2]
     assert abs(ours["PQ"] - 100 * panoptic["All"]["pq"]) < 1e-6, "PQ differs from the official evaluator"
     assert abs(ours["mIoU"] - 100 * pixel["averageScoreClasses"]) < 1e-6, "mIoU differs"
     row = {
@@ -95,7 +131,12 @@ def run_case(name: str, num_images: int, height: int, width: int, repeats: int, 
         "pdlkit_cpu_s": ours_cpu,
         "PQ": ours["PQ"],
         "mIoU": ours["mIoU"],
+        "hotcoco_s": None,
     }
+    if hotcoco:
+        hotcoco_best, _, hotcoco_cpu, hotcoco_result = timings[2]
+        assert abs(ours["PQ"] - 100 * hotcoco_result["All"]["pq"]) < 1e-6, "PQ differs from hotcoco"
+        row.update(hotcoco_s=hotcoco_best, hotcoco_cpu_s=hotcoco_cpu)
     if with_ap:
         def official_ap():
             results = work / f"{name}_instances"
@@ -145,6 +186,15 @@ def main(argv=None):
         print(f"{row['case']:<16}{row['official_s']:>17.3f}{row['pdlkit_s']:>8.3f}{row['ratio']:>6.1f}x"
               f"{row['ratio_median']:>9.1f}x{row['official_cpu_s']:>17.3f}{row['pdlkit_cpu_s']:>8.3f}"
               f"{row['official_cpu_s'] / row['pdlkit_cpu_s']:>6.1f}x")
+    if any(row["hotcoco_s"] is not None for row in rows):
+        print("PQ only: hotcoco's PanopticEval (its own threads) against pdlkit's PQ + mIoU above")
+        print(f"{'images':<16}{'wall s: hotcoco':>17}{'pdlkit':>8}{'pdlkit/hotcoco':>16}"
+              f"{'CPU s: hotcoco':>16}{'pdlkit':>8}")
+        for row in rows:
+            print(f"{row['case']:<16}{row['hotcoco_s']:>17.3f}{row['pdlkit_s']:>8.3f}"
+                  f"{row['pdlkit_s'] / row['hotcoco_s']:>15.1f}x{row['hotcoco_cpu_s']:>16.3f}{row['pdlkit_cpu_s']:>8.3f}")
+    else:
+        print("(hotcoco not installed: pip install hotcoco to time it too)")
     if not args.no_ap:
         print("AP: official = pdl convert + evalInstanceLevelSemanticLabeling; pdlkit = PQ + mIoU + AP")
         print(f"{'images':<16}{'wall s: official':>17}{'pdlkit':>8}{'ratio':>7}"

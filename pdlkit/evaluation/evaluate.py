@@ -85,7 +85,7 @@ def _ap_mode(ground_truth: Dict, pairs: list, compute_ap: bool, classes: _Classe
 
 
 def _tasks(ground_truth: Dict, predictions: Dict, pairs: list, classes: _Classes, ap_mode) -> List[Dict]:
-    """One task per image; two (panoptic, semantic) when both semantic maps are files."""
+    """One task per image: its files and what to compute."""
     from pdlkit.fileio import resolve_inside
 
     semantic_dir = predictions["dir"] / "semantic"
@@ -97,29 +97,27 @@ def _tasks(ground_truth: Dict, predictions: Dict, pairs: list, classes: _Classes
             raise DataError(f"{pred_png}: the panoptic PNG of image {name} is missing")
         pred_semantic = None
         if semantic_dir.is_dir():
-            pred_semantic = semantic_dir / pred_ann["file_name"]
+            pred_semantic = resolve_inside(semantic_dir, pred_ann["file_name"],
+                                           what=f"{predictions['json_path']}: file_name")
             if not pred_semantic.is_file():
                 raise DataError(f"{pred_semantic}: the semantic PNG of image {name} is missing")
-        task = {"image_id": name, "gt_annotation": gt_ann, "pred_annotation": pred_ann, "pred_png": pred_png,
-                "gt_png": resolve_inside(ground_truth["panoptic_dir"], gt_ann["file_name"],
-                                         what=f"{json_path}: file_name"),
-                "gt_label_png": ground_truth["label_ids"].get(name), "pred_semantic_png": pred_semantic,
-                "instance_png": ground_truth["instance_ids"].get(name) if ap_mode == "cityscapes" else None,
-                "coco_ap": ap_mode == "coco", "classes": classes}
-        if task["gt_label_png"] is not None and task["pred_semantic_png"] is not None:
-            tasks += [{**task, "part": "panoptic"}, {**task, "part": "semantic"}]
-        else:
-            tasks.append({**task, "part": "all"})
+        tasks.append({"image_id": name, "gt_annotation": gt_ann, "pred_annotation": pred_ann, "pred_png": pred_png,
+                      "gt_png": resolve_inside(ground_truth["panoptic_dir"], gt_ann["file_name"],
+                                               what=f"{json_path}: file_name"),
+                      "pred_semantic_png": pred_semantic,
+                      "instance_png": ground_truth["instance_ids"].get(name) if ap_mode == "cityscapes" else None,
+                      "coco_ap": ap_mode == "coco", "classes": classes})
     return tasks
 
 
-def _semantic_part(task: Dict, gt_ids=None, pred_ids=None) -> np.ndarray:
-    """Confusion matrix of one image: label PNGs when present, else the panoptic maps' categories."""
+def _semantic_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray) -> np.ndarray:
+    """Confusion matrix of one image.  Ground truth: each segment's category in the panoptic map,
+    which on Cityscapes data equals ``*_gtFine_labelIds.png`` on every evaluated class (the
+    panoptic ground truth is made from the same ids, leaving out only the unevaluated labels), so
+    that file need not be decoded.  Prediction: ``semantic/`` when present, else the panoptic
+    map's categories."""
     classes = task["classes"]
-    if task["gt_label_png"] is not None:
-        gt_labels = read_label_png(task["gt_label_png"])
-    else:
-        gt_labels = _category_map(gt_ids, task["gt_annotation"]["segments_info"], classes.void_label)
+    gt_labels = _category_map(gt_ids, task["gt_annotation"]["segments_info"], classes.void_label)
     if task["pred_semantic_png"] is not None:
         pred_labels = read_label_png(task["pred_semantic_png"])
     else:
@@ -143,21 +141,15 @@ def _instance_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray):
 
 
 def _evaluate_image(task: Dict) -> Dict:
-    """One image's share of the work, run in a worker thread.
-
-    ``task["part"]``: "panoptic" (PQ counts and instances), "semantic" (confusion matrix from the
-    label PNGs) or "all" (both, the semantic maps derived from the panoptic ones when a file is
-    absent).  Splitting an image in two keeps the cores busy when there are few large images.
-    """
-    if task["part"] == "semantic":
-        return {"pq": None, "confusion": _semantic_part(task), "instances": None}
+    """One image, run in a worker thread: PQ counts, confusion matrix and instance results, with
+    each PNG decoded once."""
     gt_ids = read_panoptic_png(task["gt_png"])
     pred_ids = read_panoptic_png(task["pred_png"])
     pq = pq_image_stats(gt_ids, task["gt_annotation"]["segments_info"], pred_ids,
                         task["pred_annotation"]["segments_info"], task["classes"].category_index,
                         image_id=task["image_id"])
-    confusion = _semantic_part(task, gt_ids, pred_ids) if task["part"] == "all" else None
-    return {"pq": pq, "confusion": confusion, "instances": _instance_part(task, gt_ids, pred_ids)}
+    return {"pq": pq, "confusion": _semantic_part(task, gt_ids, pred_ids),
+            "instances": _instance_part(task, gt_ids, pred_ids)}
 
 
 def _run(tasks: List[Dict], classes: _Classes, num_images: int, workers: int, progress: bool) -> tuple:
@@ -172,11 +164,9 @@ def _run(tasks: List[Dict], classes: _Classes, num_images: int, workers: int, pr
         total=num_images, desc="eval", unit="img", disable=not progress
     ) as bar:
         for result in executor.map(_evaluate_image, tasks):
-            if result["pq"] is not None:  # the panoptic part ends an image's work in the bar
-                pq_stats += result["pq"]
-                bar.update(1)
-            if result["confusion"] is not None:
-                confusion += result["confusion"]
+            pq_stats += result["pq"]
+            confusion += result["confusion"]
+            bar.update(1)
             if result["instances"] is not None:
                 instances.append(result["instances"])
     return pq_stats, confusion, instances
@@ -197,12 +187,14 @@ def evaluate_predictions(
 
     Ground truth: a COCO-panoptic dataset prepared by ``pdl prepare coco|vistas|panoptic``, or a
     Cityscapes-layout root (``gtFine/cityscapes_panoptic_{split}.json`` + PNGs, with
-    ``*_gtFine_labelIds.png`` for mIoU and ``*_gtFine_instanceIds.png`` for AP).  Predictions:
+    ``*_gtFine_instanceIds.png`` for AP).  Predictions:
     ``panoptic.json`` + ``panoptic/`` and optionally ``semantic/`` (docs/formats.md); they are paired
     with the images as :mod:`pdlkit.evaluation.pairing` describes.
 
-    PQ/SQ/RQ equal panopticapi's ``pq_compute`` (and cityscapesscripts' copy of it).  mIoU uses
-    the label PNGs when both exist, else each segment's category.  AP / AP50: Cityscapes data as
+    PQ/SQ/RQ equal panopticapi's ``pq_compute`` (and cityscapesscripts' copy of it).  mIoU
+    (equal to ``evalPixelLevelSemanticLabeling`` on Cityscapes data) takes the ground truth's
+    classes from its panoptic map and the prediction's from ``semantic/`` when present, else from
+    its panoptic map.  AP / AP50: Cityscapes data as
     ``evalInstanceLevelSemanticLabeling``; COCO-format data as pycocotools' mask ``COCOeval`` on the
     thing segments.  ``spec``: its ``category_ids`` are the classes of mIoU (default: the ground
     truth's categories) and its ``label_divisor`` decodes instance ids.  ``image_ids``: score only

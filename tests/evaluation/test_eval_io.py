@@ -72,3 +72,36 @@ def test_index_map_uint8_path():
     result = index_map(values, np.array([26, 7, 300]))
     assert result.dtype == np.uint8
     assert result.tolist() == [[3, 1, 0], [3, 3, 1]]
+
+
+@pytest.mark.parametrize("decoder", ["spng", "opencv"])
+def test_both_png_decoders_read_the_same(tmp_path, monkeypatch, decoder):
+    """imagecodecs' libspng (when installed) and OpenCV give the same ids and labels, for RGB,
+    RGBA, 8- and 16-bit gray and palette PNGs."""
+    import cv2
+    from PIL import Image
+
+    from pdlkit.evaluation import _io
+
+    if decoder == "opencv":
+        monkeypatch.setattr(_io, "_SPNG_DECODE", None)
+    elif _io._SPNG_DECODE is None:
+        pytest.skip("imagecodecs is not installed")
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 1 << 24, (9, 13))
+    rgb = np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (9, 13), dtype=np.uint8)])).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_panoptic_png(tmp_path / "rgb.png"), ids)
+    np.testing.assert_array_equal(read_panoptic_png(tmp_path / "rgba.png"), ids)  # alpha ignored
+    gray8 = rng.integers(0, 256, (9, 13), dtype=np.uint8)
+    gray16 = rng.integers(0, 1 << 16, (9, 13)).astype(np.uint16)
+    Image.fromarray(gray8).save(tmp_path / "g8.png")
+    cv2.imwrite(str(tmp_path / "g16.png"), gray16)
+    Image.fromarray(gray8 % 5).convert("P").save(tmp_path / "pal.png")
+    np.testing.assert_array_equal(read_label_png(tmp_path / "g8.png"), gray8)
+    np.testing.assert_array_equal(read_label_png(tmp_path / "g16.png"), gray16)
+    np.testing.assert_array_equal(read_label_png(tmp_path / "pal.png"), np.asarray(Image.open(tmp_path / "pal.png")))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(DataError, match="bad.png: not a readable PNG"):
+        read_panoptic_png(tmp_path / "bad.png")
