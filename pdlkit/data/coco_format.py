@@ -42,6 +42,7 @@ __all__ = [
 
 MANIFEST_NAME = "pdlkit_dataset.json"
 _MAX_LISTED = 3
+_MAX_CATEGORY_ID = (1 << 24) // 1000  # exclusive: 16776 x 1000 + 999 still fits in 24 bits
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -124,6 +125,11 @@ def _check_categories(path: Path, categories: Any) -> list:
     ids = [c["id"] for c in categories]
     if len(set(ids)) != len(ids):
         raise DataError(f"{path}: category ids are not unique")
+    # Predictions store category id x 1000 + instance number in 24-bit PNG colours.
+    too_large = [i for i in ids if not 0 <= i < _MAX_CATEGORY_ID]
+    if too_large:
+        raise DataError(f"{path}: category ids must lie in 0..{_MAX_CATEGORY_ID - 1} (predicted segment ids "
+                        f"are category id x 1000 + instance in a 24-bit PNG); renumber {_listing(too_large)}")
     return categories
 
 

@@ -131,6 +131,10 @@ def test_refusals_name_the_file_and_the_problem(custom_root):
     _rewrite(json_file, lambda d: d["images"].append(dict(d["images"][0])))
     with pytest.raises(DataError, match="image id 2000 appears twice in 'images'"):
         prepare_panoptic(root, "val", images=images, json_file=json_file, masks=masks)
+    _rewrite(json_file, lambda d: d["images"].pop())
+    _rewrite(json_file, lambda d: d["categories"][0].update(id=20000))
+    with pytest.raises(DataError, match="category ids must lie in 0..16776 .*renumber 20000"):
+        prepare_panoptic(root, "val", images=images, json_file=json_file, masks=masks)
     with pytest.raises(DataError, match="the masks folder of split 'val' does not exist"):
         prepare_panoptic(root, "val", images=images, json_file=json_file, masks=root / "nope")
 
