@@ -118,7 +118,8 @@ def run_case(name: str, num_images: int, height: int, width: int, repeats: int, 
     hotcoco = _hotcoco_pq(root, predictions, scratch)
     functions = [official_pq_miou, ours_pq_miou] + ([hotcoco] if hotcoco else [])
     timings = _interleaved_times(functions, repeats)
-    (official_best, official_median, official_cpu, (panoptic, pixel)), (ours_best, ours_median, ours_cpu, ours) = timings[:2]
+    official_best, official_median, official_cpu, (panoptic, pixel) = timings[0]
+    ours_best, ours_median, ours_cpu, ours = timings[1]
     assert abs(ours["PQ"] - 100 * panoptic["All"]["pq"]) < 1e-6, "PQ differs from the official evaluator"
     assert abs(ours["mIoU"] - 100 * pixel["averageScoreClasses"]) < 1e-6, "mIoU differs"
     row = {

@@ -116,8 +116,8 @@ def _coco_image_results(dataset_id, pred_ids, instances, png_path: Path) -> list
     results = []
     for instance, mask in _masks(pred_ids, instances, png_path):
         rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-        results.append({"image_id": dataset_id, "category_id": instance.category_id,
-                        "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+        segmentation = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        results.append({"image_id": dataset_id, "category_id": instance.category_id, "segmentation": segmentation,
                         "bbox": [float(v) for v in mask_util.toBbox(rle)], "score": instance.score,
                         "area": int(mask.sum())})
     return results
@@ -159,9 +159,9 @@ def convert_predictions(
 
     ``spec`` (a :class:`~pdlkit.data.spec.DatasetSpec`) says which category ids are things; by
     default the dataset's categories (``data_root``), else the folder's ``spec.json`` (written by
-    ``pdl predict``), else the ``categories`` of its ``panoptic.json``, else Cityscapes.  ``format="coco"`` writes the image ids of the dataset's json
-    when ``data_root`` (and ``split``) are given, else the predictions' own ids, which must then be
-    integers or digit strings.  Every output path must stay inside ``output_dir``.  Returns
+    ``pdl predict``), else the ``categories`` of its ``panoptic.json``, else Cityscapes.
+    ``format="coco"`` writes the image ids of the dataset's json when ``data_root`` (and ``split``)
+    are given, else the predictions' own ids, which must then be integers or digit strings.  Every output path must stay inside ``output_dir``.  Returns
     ``{"images": N, "instances": M, "output": path of the txt folder or json}``; every file is
     written atomically.
     """
