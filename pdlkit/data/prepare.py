@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import shutil
 import sys
@@ -18,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DataError
-from .io import atomic_write_bytes, atomic_write_json
+from .coco_format import prepare_splits
+from .io import atomic_write_bytes
 
 __all__ = ["prepare_cityscapes", "prepare_coco", "prepare_vistas", "prepare_toy", "CityscapesPrepareSummary"]
 
@@ -221,8 +221,6 @@ def prepare_coco(root) -> dict:
     if missing:
         raise DataError(f"{root} is not a complete COCO panoptic layout; missing: {', '.join(missing)} "
                         f"(other names: `pdl prepare panoptic`, see docs/custom_data.md)")
-    from .coco_format import prepare_splits
-
     return prepare_splits(root, "coco", {
         split: (root / f"{split}2017", root / "annotations" / f"panoptic_{split}2017.json",
                 coco_panoptic_png_dir(root, split)) for split in COCO_SPLITS})
@@ -259,7 +257,5 @@ def vistas_layout(root: Path) -> dict:
 
 def prepare_vistas(root) -> dict:
     """Check a Mapillary Vistas (v2.0 or v1.2 panoptic) folder and write its manifest."""
-    from .coco_format import prepare_splits
-
     root = Path(root)
     return prepare_splits(root, "vistas", vistas_layout(root))

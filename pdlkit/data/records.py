@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import resolve_inside
+from .coco_format import is_coco_format, layout_hint, manifest_spec, read_split_json, split_files
 from .spec import CITYSCAPES_LAYOUT_NAMES, UNKNOWN_DATASET, DatasetSpec, cityscapes_spec
 
 __all__ = ["Record", "load_records", "segments_from_info"]
@@ -65,8 +66,6 @@ def _cityscapes_records(root: Path, split: str, spec: DatasetSpec) -> list:
     json_path = gt / f"cityscapes_panoptic_{split}.json"
     png_dir = gt / f"cityscapes_panoptic_{split}"
     if not json_path.is_file():
-        from .coco_format import is_coco_format, layout_hint
-
         if is_coco_format(root):
             raise DataError(f"{root} holds a COCO-panoptic dataset: set data.dataset to coco")
         raise DataError(f"{json_path} not found: {layout_hint(root)}")
@@ -94,8 +93,6 @@ def _coco_records(root: Path, split: str, spec: DatasetSpec) -> list:
     ``image_id`` is the image's ``file_name`` without extension (what ``pdl predict`` names its
     outputs when given the images folder); every path must stay inside its folder.
     """
-    from .coco_format import read_split_json, split_files
-
     files = split_files(root, split)
     json_path = files["json"]
     data = read_split_json(json_path)
@@ -127,8 +124,6 @@ def load_records(root, split: str, dataset: str = "cityscapes", *, spec: Dataset
         records = _cityscapes_records(root, split, spec or cityscapes_spec())
     elif dataset == "coco":
         if spec is None:
-            from .coco_format import manifest_spec
-
             spec = manifest_spec(root)
         records = _coco_records(root, split, spec)
     else:

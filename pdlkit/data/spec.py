@@ -7,9 +7,7 @@ Checkpoints carry ``spec.to_dict()`` so that inference needs nothing but the che
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import DataError
@@ -185,6 +183,7 @@ def spec_for(data_cfg) -> DatasetSpec:
     if dataset in CITYSCAPES_LAYOUT_NAMES:
         return cityscapes_spec()
     if dataset == "coco":
+        # coco_format builds on this module (DatasetSpec), so it is imported here, on use
         from .coco_format import manifest_spec
 
         return manifest_spec(data_cfg.root)
