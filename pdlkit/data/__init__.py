@@ -1,4 +1,4 @@
-"""Datasets: the dataset spec, Cityscapes / COCO panoptic records, the toy generator, ``prepare_*``,
+"""Datasets: the dataset spec, Cityscapes / COCO-panoptic (any names) records, the toy generator, ``prepare_*``,
 augmentation and the training dataset (targets through ``pdlkit.ops.encode_targets``).
 
 Names load on first use (PEP 562), so ``pdl prepare`` and ``pdlkit.data.spec`` do not import torch.
@@ -16,6 +16,8 @@ _EXPORTS = {
     "generate_toy": "toy",
     "prepare_cityscapes": "prepare",
     "prepare_coco": "prepare",
+    "prepare_vistas": "prepare",
+    "prepare_panoptic": "coco_format",
     "prepare_toy": "prepare",
     "Record": "records",
     "load_records": "records",
