@@ -1,5 +1,5 @@
-"""Datasets: the dataset spec, Cityscapes / COCO-panoptic (any names) records, the toy generator, ``prepare_*``,
-augmentation and the training dataset (targets through ``pdlkit.ops.encode_targets``).
+"""Datasets: the dataset spec, Cityscapes / COCO-panoptic (any names) records, the toy generator,
+``prepare_*``, augmentation and the training dataset (targets through ``pdlkit.ops.encode_targets``).
 
 Names load on first use (PEP 562), so ``pdl prepare`` and ``pdlkit.data.spec`` do not import torch.
 """
