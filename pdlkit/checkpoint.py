@@ -1,29 +1,52 @@
-"""Checkpoints: one ``.pt`` file per save, written atomically, plus a ``last_checkpoint`` pointer.
+"""Checkpoints: one ``.pt`` file per save, written atomically, checksummed, plus a ``last_checkpoint``
+pointer; and :func:`load_model`, the one way from a checkpoint to ``(model, Config, DatasetSpec)``.
 
-A pdlkit checkpoint is a dict with the keys of DESIGN.md §3 — ``model``, ``optimizer``,
-``scheduler``, ``scaler``, ``iteration``, ``config`` (``Config.to_dict()``), ``dataset``
-(``DatasetSpec.to_dict()``), ``pdlkit_version`` — and, for an exact ``--resume``, ``rng`` (the
-torch / CUDA / numpy / Python random states).  Every value is a tensor or a plain Python container,
-so the file loads with ``torch.load(weights_only=True)`` and never runs pickled code.
+A pdlkit checkpoint is a dict with the keys ``model`` (state dict), ``optimizer``, ``scheduler``,
+``scaler``, ``iteration``, ``config`` (``Config.to_dict()``), ``dataset`` (``DatasetSpec.to_dict()``),
+``pdlkit_version``, ``rng_per_rank`` (for an exact resume: per process, the torch / CUDA / numpy /
+Python random states) and ``checksum``.  Weights-only imports carry only ``model``, ``config``,
+``dataset``, ``pdlkit_version`` and ``checksum``.  Every value is a tensor or a plain Python
+container, so the file loads with ``torch.load(weights_only=True)`` and never runs pickled code.
+
+``checksum`` is ``{"algorithm": "blake2b", "digest": hex}`` over every other entry (tensor dtypes,
+shapes and bytes; the other values' types and reprs), verified on load: a damaged file is refused
+with a sentence naming it even when ``torch.load`` reads it without complaint.  Files written before
+checksums existed load unchecked.  Non-finite values in ``model`` or ``optimizer`` are refused when
+saving and when loading.
 
 The pointer ``OUTPUT_DIR/last_checkpoint`` is a one-line text file holding the file name of the
 newest checkpoint in that folder (no symlink, so it survives copying the folder anywhere).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
-from ..errors import DataError
-from ..fileio import atomic_write, atomic_write_text
+import numpy as np
+import torch
+
+from . import __version__
+from .config import Config
+from .data.spec import DatasetSpec
+from .errors import DataError
+from .fileio import atomic_write, atomic_write_text
+from .modeling import build_model
 
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
+    "load_model",
+    "strip_module_prefix",
+    "checkpoint_digest",
+    "DamagedCheckpointError",
     "write_last_checkpoint",
     "read_last_checkpoint",
+    "earlier_checkpoints",
+    "newest_valid_checkpoint",
     "capture_rng_state",
     "restore_rng_state",
     "LAST_CHECKPOINT_FILE",
@@ -32,32 +55,50 @@ __all__ = [
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 # The keys without which a file is not a pdlkit checkpoint (weights-only imports carry no optimizer).
 REQUIRED_KEYS = ("model", "pdlkit_version")
+# Entries whose floating-point tensors must be finite (a NaN weight or Adam moment poisons a run).
+FINITE_KEYS = ("model", "optimizer")
+CHECKSUM_ALGORITHM = "blake2b"
+_PERIODIC_NAME = re.compile(r"^model_(\d+)\.pt$")
 
 
+class DamagedCheckpointError(DataError):
+    """A checkpoint file that exists but cannot be trusted (unreadable, checksum mismatch,
+    non-finite values).  ``path`` is the file, ``reason`` the problem in a few words."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+# ------------------------------------------------------------------------------------ save / load
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` to ``path`` with ``torch.save`` through a temporary file + ``os.replace``.
+    """Write ``state`` to ``path`` with ``torch.save`` through a temporary file + ``os.replace``,
+    with ``pdlkit_version`` (when absent) and ``checksum`` added.
 
     Never leaves a half-written file at ``path``: if serialisation or the disk fails, the previous
-    file at ``path`` (if any) is untouched.  ``pdlkit_version`` is filled in when absent.
+    file at ``path`` (if any) is untouched.  Raises :class:`DataError` (and writes nothing) when a
+    floating-point tensor in ``state["model"]`` or ``state["optimizer"]`` holds NaN or infinity.
     """
-    import torch
-
-    from .. import __version__
-
     path = Path(path)
     if not isinstance(state, dict):
         raise TypeError(f"save_checkpoint expects a dict, got {type(state).__name__}")
-    state = dict(state)
+    state = {key: value for key, value in state.items() if key != "checksum"}
     state.setdefault("pdlkit_version", __version__)
+    bad = _first_non_finite(state)
+    if bad:
+        raise DataError(f"{path}: not saved, because {bad} holds non-finite values (NaN or infinity)")
+    state["checksum"] = {"algorithm": CHECKSUM_ALGORITHM, "digest": checkpoint_digest(state)}
     atomic_write(path, lambda handle: torch.save(state, handle), fsync=True)
     return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Read a pdlkit checkpoint.  Raises :class:`DataError` naming the file when it is missing,
-    unreadable or not a pdlkit checkpoint (no ``model`` / ``pdlkit_version`` keys)."""
-    import torch
+    """Read and verify a pdlkit checkpoint.
 
+    Raises :class:`DataError` naming the file when it is missing or not a pdlkit checkpoint, and
+    :class:`DamagedCheckpointError` (a ``DataError``) when it is unreadable, its checksum does not
+    match its contents, or its weights / optimizer state hold non-finite values.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint file not found")
@@ -65,15 +106,112 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load fails in many ways on foreign bytes (IndexError among them)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a readable pdlkit checkpoint ({first_line})") from None
+        raise DamagedCheckpointError(path, f"not a readable pdlkit checkpoint ({first_line})") from None
     if not isinstance(state, dict):
         raise DataError(f"{path}: not a pdlkit checkpoint (holds a {type(state).__name__}, not a dict)")
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise DataError(f"{path}: not a pdlkit checkpoint (missing {', '.join(missing)})")
+    _verify_checksum(path, state)
+    bad = _first_non_finite(state)
+    if bad:
+        raise DamagedCheckpointError(path, f"{bad} holds non-finite values (NaN or infinity)")
     return state
 
 
+def _verify_checksum(path: Path, state: dict) -> None:
+    recorded = state.pop("checksum", None)
+    if recorded is None:
+        return  # written before pdlkit checksummed its checkpoints
+    if not isinstance(recorded, dict) or recorded.get("algorithm") != CHECKSUM_ALGORITHM:
+        raise DamagedCheckpointError(path, "damaged (its checksum entry is malformed)")
+    if checkpoint_digest(state) != recorded.get("digest"):
+        raise DamagedCheckpointError(path, "damaged (its contents do not match its checksum)")
+
+
+# ------------------------------------------------------------------------------------ checksum
+def checkpoint_digest(state: dict) -> str:
+    """Hex digest of a checkpoint's contents (every entry but ``checksum``), independent of the
+    device its tensors are on and of the order its dicts were built in."""
+    digest = hashlib.blake2b(digest_size=32)
+    for chunk in _digest_chunks({k: v for k, v in state.items() if k != "checksum"}):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _digest_chunks(value: Any) -> Iterator[Any]:
+    if torch.is_tensor(value):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        yield f"T{tensor.dtype}{tuple(value.shape)}".encode()
+        yield tensor.view(torch.uint8).numpy() if tensor.numel() else b""  # hashed in place, no copy
+    elif isinstance(value, dict):
+        yield f"D{len(value)}".encode()
+        for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+            yield f"K{type(key).__name__}:{key!r}".encode()
+            yield from _digest_chunks(value[key])
+    elif isinstance(value, (list, tuple)):
+        yield f"{type(value).__name__[0].upper()}{len(value)}".encode()
+        for item in value:
+            yield from _digest_chunks(item)
+    else:
+        yield f"V{type(value).__name__}:{value!r}".encode()
+
+
+def _first_non_finite(state: dict) -> Optional[str]:
+    """The dotted key of the first floating-point tensor under ``FINITE_KEYS`` holding NaN/inf."""
+    for key in FINITE_KEYS:
+        for name, tensor in _tensors(state.get(key), key):
+            if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+                return name
+    return None
+
+
+def _tensors(value: Any, prefix: str) -> Iterator[Tuple[str, torch.Tensor]]:
+    if torch.is_tensor(value):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{prefix}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{prefix}.{index}")
+
+
+# ------------------------------------------------------------------------------------ model
+def strip_module_prefix(state_dict: dict) -> dict:
+    """A state dict without the ``module.`` prefix that DistributedDataParallel adds to every key
+    (the only place pdlkit strips it)."""
+    prefix = "module."
+    if state_dict and all(str(key).startswith(prefix) for key in state_dict):
+        return {key[len(prefix):]: value for key, value in state_dict.items()}
+    return dict(state_dict)
+
+
+def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> Tuple[torch.nn.Module, Config, DatasetSpec]:
+    """``(model in eval mode, Config, DatasetSpec)`` of a pdlkit checkpoint.
+
+    The model is built from the checkpoint's own config (never fetching pretrained backbone
+    weights: the file holds every weight).  Raises :class:`DataError` naming the file when it lacks
+    ``config`` / ``dataset`` or its weights do not fit the model its config describes.
+    """
+    path = Path(path)
+    checkpoint = load_checkpoint(path, map_location=map_location)
+    missing = [key for key in ("config", "dataset") if key not in checkpoint]
+    if missing:
+        raise DataError(f"{path}: not a complete pdlkit checkpoint (missing {', '.join(missing)})")
+    cfg = Config.from_dict(checkpoint["config"], source=str(path))
+    cfg.model.pretrained = "none"
+    spec = DatasetSpec.from_dict(checkpoint["dataset"])
+    model = build_model(cfg.model, spec.num_classes)
+    try:
+        model.load_state_dict(strip_module_prefix(checkpoint["model"]), strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+        raise DataError(f"{path}: the weights do not fit the checkpoint's model ({detail})") from None
+    return model.eval(), cfg, spec
+
+
+# ------------------------------------------------------------------------------------ the pointer
 def write_last_checkpoint(output_dir: str | os.PathLike, checkpoint_path: str | os.PathLike) -> None:
     """Point ``output_dir/last_checkpoint`` at ``checkpoint_path`` (stored relative to the folder)."""
     output_dir = Path(output_dir)
@@ -99,6 +237,29 @@ def read_last_checkpoint(output_dir: str | os.PathLike) -> Optional[Path]:
     return target
 
 
+def earlier_checkpoints(output_dir: str | os.PathLike, newest: Path) -> List[Path]:
+    """The periodic checkpoints ``model_<iteration>.pt`` of ``output_dir`` older than ``newest``
+    (by the iteration in their names; all of them when ``newest`` is ``model_final.pt``), newest first."""
+    match = _PERIODIC_NAME.match(Path(newest).name)
+    limit = int(match.group(1)) if match else None
+    found = []
+    for path in Path(output_dir).glob("model_*.pt"):
+        number = _PERIODIC_NAME.match(path.name)
+        if number and path != Path(newest) and (limit is None or int(number.group(1)) < limit):
+            found.append((int(number.group(1)), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def newest_valid_checkpoint(candidates: List[Path], map_location: Any = "cpu") -> Optional[Tuple[Path, dict]]:
+    """``(path, state)`` of the first of ``candidates`` that loads and verifies, or None."""
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path, map_location=map_location)
+        except DataError:
+            continue
+    return None
+
+
 # ----------------------------------------------------------------- random number generator states
 def capture_rng_state() -> dict:
     """The states of every generator training draws from, as tensors and plain lists.
@@ -106,9 +267,6 @@ def capture_rng_state() -> dict:
     Plain containers (not numpy arrays / tuples of objects) keep the checkpoint loadable with
     ``weights_only=True``.
     """
-    import numpy as np
-    import torch
-
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
     state = {
@@ -129,9 +287,6 @@ def capture_rng_state() -> dict:
 
 def restore_rng_state(state: dict) -> None:
     """Inverse of :func:`capture_rng_state`."""
-    import numpy as np
-    import torch
-
     torch.set_rng_state(state["torch"].cpu())
     numpy_state = state["numpy"]
     np.random.set_state(

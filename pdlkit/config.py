@@ -10,6 +10,7 @@ import ast
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -163,14 +164,107 @@ class Config:
     def copy(self) -> "Config":
         return copy.deepcopy(self)
 
+    def validate(self) -> "Config":
+        """Check every value against its allowed range; raise :class:`ConfigError` naming the first
+        key that is out of range (so a bad value fails before training or prediction starts)."""
+        for key, (check, expected) in _RULES.items():
+            value = self
+            for part in key.split("."):
+                value = getattr(value, part)
+            try:
+                ok = bool(check(value))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"{key} must be {expected}, got {value!r}")
+        if self.data.max_scale < self.data.min_scale:
+            raise ConfigError(f"data.max_scale must be >= data.min_scale ({self.data.min_scale}), "
+                              f"got {self.data.max_scale!r}")
+        return self
+
 
 def load_config(path: str | os.PathLike | None = None, overrides: typing.Iterable[str] = ()) -> Config:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; validated."""
     cfg = Config()
     if path is not None:
         cfg.merge_file(path)
     cfg.apply_overrides(overrides)
-    return cfg
+    return cfg.validate()
+
+
+# ----------------------------------------------------------------------- allowed values
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _positive(v) -> bool:
+    return _finite(v) and v > 0
+
+
+def _non_negative(v) -> bool:
+    return _finite(v) and v >= 0
+
+
+def _positive_ints(length: Optional[int] = None):
+    def check(v) -> bool:
+        return (isinstance(v, (list, tuple)) and len(v) > 0 and (length is None or len(v) == length)
+                and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v))
+    return check
+
+
+_POSITIVE = (_positive, "a positive number")
+_NON_NEGATIVE = (_non_negative, "a number >= 0")
+_POSITIVE_INT = (lambda v: isinstance(v, int) and v > 0, "a positive integer")
+_NON_NEGATIVE_INT = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+_FRACTION = (lambda v: _finite(v) and 0 <= v <= 1, "between 0 and 1")
+# dotted key -> (check, what the value must be, as the error message says it)
+_RULES = {
+    "model.output_stride": (lambda v: v in (8, 16, 32), "8, 16 or 32"),
+    "model.norm": (lambda v: v in ("BN", "SyncBN", "GN"), "BN, SyncBN or GN"),
+    "model.aspp_channels": _POSITIVE_INT,
+    "model.aspp_rates": (_positive_ints(), "a list of positive integers"),
+    "model.aspp_dropout": (lambda v: _finite(v) and 0 <= v < 1, ">= 0 and < 1"),
+    "model.aspp_pooling_size": (lambda v: v is None or _positive_ints(2)(v), "null or two positive integers (h, w)"),
+    "model.semantic_decoder_channels": _POSITIVE_INT,
+    "model.semantic_low_level_channels": (_positive_ints(2), "two positive integers"),
+    "model.semantic_head_channels": _POSITIVE_INT,
+    "model.instance_decoder_channels": _POSITIVE_INT,
+    "model.instance_low_level_channels": (_positive_ints(2), "two positive integers"),
+    "model.instance_head_channels": _POSITIVE_INT,
+    "loss.semantic_weight": _NON_NEGATIVE,
+    "loss.semantic_top_k": (lambda v: _finite(v) and 0 < v <= 1, "> 0 and <= 1"),
+    "loss.center_weight": _NON_NEGATIVE,
+    "loss.offset_weight": _NON_NEGATIVE,
+    "data.dataset": (lambda v: v in ("cityscapes", "coco"), "cityscapes or coco"),
+    "data.crop_size": (_positive_ints(2), "two positive integers (height, width)"),
+    "data.min_scale": _POSITIVE,
+    "data.max_scale": _POSITIVE,
+    "data.num_workers": _NON_NEGATIVE_INT,
+    "data.sigma": _POSITIVE,
+    "data.small_instance_area": _NON_NEGATIVE_INT,
+    "data.small_instance_weight": _NON_NEGATIVE,
+    "data.mean": (lambda v: len(v) == 3 and all(_finite(x) for x in v), "three numbers (R, G, B)"),
+    "data.std": (lambda v: len(v) == 3 and all(_positive(x) for x in v), "three positive numbers (R, G, B)"),
+    "solver.lr": _POSITIVE,
+    "solver.weight_decay": _NON_NEGATIVE,
+    "solver.max_iter": _POSITIVE_INT,
+    "solver.batch_size": _POSITIVE_INT,
+    "solver.poly_power": _NON_NEGATIVE,
+    "solver.warmup_iters": _NON_NEGATIVE_INT,
+    "solver.warmup_factor": (lambda v: _finite(v) and 0 < v <= 1, "> 0 and <= 1"),
+    "solver.clip_grad_norm": (lambda v: v is None or _positive(v), "null or a positive number"),
+    "solver.checkpoint_period": _POSITIVE_INT,
+    "solver.log_period": _POSITIVE_INT,
+    "post.threshold": _FRACTION,
+    "post.nms_kernel": (lambda v: isinstance(v, int) and v > 0 and v % 2 == 1, "a positive odd integer"),
+    "post.top_k": _POSITIVE_INT,
+    "post.stuff_area": _NON_NEGATIVE_INT,
+    "post.label_divisor": _POSITIVE_INT,
+    "test.eval_period": _NON_NEGATIVE_INT,
+    "test.tta_scales": (lambda v: len(v) > 0 and all(_positive(x) for x in v), "a list of positive numbers"),
+    "test.max_eval_images": _NON_NEGATIVE_INT,
+    "output_dir": (lambda v: isinstance(v, str) and v.strip() != "", "a folder name"),
+}
 
 
 # -------------------------------------------------------------------- helpers
