@@ -18,13 +18,18 @@ depend on which rank or worker loads the sample.
 """
 from __future__ import annotations
 
+import os
 import random
+import signal
 from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["ShardedBatchOrder", "SeededSamples", "sample_seed", "worker_seed", "make_worker_init_fn"]
+from ..errors import PdlError
+
+__all__ = ["ShardedBatchOrder", "SeededSamples", "SampleError", "collate_or_error", "sample_seed", "worker_seed",
+           "make_worker_init_fn", "reset_worker_signals"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -139,10 +144,39 @@ class SeededSamples(torch.utils.data.Dataset):
             np.random.seed(seed)
             torch.manual_seed(seed)
             return self.dataset[index]
+        except Exception as exc:  # noqa: BLE001 - carried to the training process as one sentence
+            return SampleError.from_exception(index, exc)
         finally:
             random.setstate(saved_python)
             np.random.set_state(saved_numpy)
             torch.set_rng_state(saved_torch)
+
+
+class SampleError:
+    """A sample that could not be loaded, carried through the loader instead of an exception.
+
+    An exception raised in a DataLoader worker reaches the training process as the worker's whole
+    traceback folded into one message; this keeps the one sentence that names the file (a
+    :class:`~pdlkit.errors.PdlError`'s message) or, for anything else, the error type and its first line.
+    """
+
+    def __init__(self, index: int, message: str):
+        self.index, self.message = int(index), message
+
+    @classmethod
+    def from_exception(cls, index: int, exc: BaseException) -> "SampleError":
+        if isinstance(exc, PdlError):
+            return cls(index, str(exc))
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return cls(index, f"training sample {index} failed to load ({type(exc).__name__}: {first})")
+
+
+def collate_or_error(items: list):
+    """``default_collate`` of the loaded samples, or the first :class:`SampleError` among them."""
+    for item in items:
+        if isinstance(item, SampleError):
+            return item
+    return torch.utils.data.default_collate(items)
 
 
 def make_worker_init_fn(seed: int, rank: int, epoch: int):
@@ -157,19 +191,33 @@ class _WorkerInit:
         self.seed, self.rank, self.epoch = seed, rank, epoch
 
     def __call__(self, worker_id: int) -> None:
-        import signal
-
         base = worker_seed(self.seed, self.rank, self.epoch, worker_id)
         random.seed(base)
         np.random.seed(base)
         torch.manual_seed(base)
-        # Ctrl-C reaches the whole process group, and schedulers (Slurm) send SIGTERM to every
-        # process of a job.  The main process handles both (it saves a checkpoint, then shuts the
-        # loader down through its queues); a worker dying first would make the loader raise in the
-        # middle of a step instead.  A worker whose parent is gone exits by itself (torch's watchdog).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        reset_worker_signals()
         # No torch.set_num_threads here: torch's worker loop already sets one thread before calling
         # this, and a second call in a forked child can hang in OpenMP (seen under pytest-xdist).
         # Not cv2.setNumThreads either: resizing OpenCV's thread pool in a forked child whose parent
         # had used it deadlocks (seen here: the worker hung in pthread_cond_destroy).
+
+
+def reset_worker_signals() -> None:
+    """Replace the signal handlers a worker inherits from the training process.
+
+    SIGINT is ignored: Ctrl-C reaches the whole process group, and the training process saves a
+    checkpoint and then shuts its workers down through their queues.  SIGTERM ends the worker at
+    once with exit status 0.  It must end it: ``multiprocessing`` stops leftover workers with SIGTERM
+    when the training process exits (after an error, for example), and a worker that ignored it
+    made that exit wait forever.  Status 0 rather than death by signal, because torch's SIGCHLD
+    handler would otherwise raise in the middle of a step of a training process that received the
+    same SIGTERM (a scheduler signalling the whole job) and is about to save its checkpoint.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_now)
+
+
+def _exit_now(signum, frame) -> None:
+    # os._exit, not sys.exit: a normal exit joins the queue feeder threads, which can block on a
+    # full pipe that the training process no longer reads.
+    os._exit(0)

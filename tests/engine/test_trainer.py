@@ -1,7 +1,8 @@
 """The training loop on the toy set: a step lowers the loss, exact resume after a stop, NaN losses,
-what a run writes."""
+what a run writes, evaluation through a callable that may fail, resume from a damaged checkpoint."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -9,13 +10,19 @@ import signal
 import pytest
 import torch
 
+import pdlkit.engine.trainer
 import pdlkit.modeling
-from pdlkit.config import load_config
-from pdlkit.engine import load_checkpoint, train
-from pdlkit.engine.checkpoint import read_last_checkpoint
-from pdlkit.engine.trainer import LOSS_TERMS, NonFiniteLossError, Trainer, TrainingInterrupted
+from pdlkit.checkpoint import load_checkpoint, read_last_checkpoint
+from pdlkit.config import ConfigError, load_config
+from pdlkit.engine import train
+from pdlkit.engine.trainer import LOSS_TERMS, DamagedResumeError, NonFiniteLossError, Trainer, TrainingInterrupted
+from pdlkit.evaluation.split import evaluate_model
 
 from .tiny import tiny_config
+
+
+def _evaluation(cfg):
+    return functools.partial(evaluate_model, cfg=cfg, work_dir=cfg.output_dir)
 
 
 def _batch(dataset, indices):
@@ -85,7 +92,7 @@ def test_stop_then_resume_equals_a_straight_run(toy_root, tmp_path, monkeypatch)
 
     # SIGTERM arrives during the forward pass of step 2; the loop sees it at the next step's
     # all-reduce, finishes that step and saves model_0000003.pt.
-    monkeypatch.setattr(pdlkit.modeling, "PanopticDeepLabLoss", _signal_on_call(2, signal.SIGTERM))
+    monkeypatch.setattr(pdlkit.engine.trainer, "PanopticDeepLabLoss", _signal_on_call(2, signal.SIGTERM))
     with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM at iteration 3; checkpoint saved to") as info:
         train(tiny_config(toy_root, stopped_dir, *extra), progress=False)
     monkeypatch.undo()
@@ -123,7 +130,7 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(to
                 losses["total"] = losses["semantic"] + losses["center"] + losses["offset"]
             return losses
 
-    monkeypatch.setattr(pdlkit.modeling, "PanopticDeepLabLoss", NaNOnThirdCall)
+    monkeypatch.setattr(pdlkit.engine.trainer, "PanopticDeepLabLoss", NaNOnThirdCall)
     cfg = tiny_config(toy_root, tmp_path, "solver.max_iter=6", "solver.checkpoint_period=2")
     with pytest.raises(NonFiniteLossError) as info:
         train(cfg, progress=False)
@@ -141,7 +148,7 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(to
 def test_a_run_writes_checkpoints_metrics_and_the_final_evaluation(toy_root, tmp_path):
     cfg = tiny_config(toy_root, tmp_path, "solver.max_iter=4", "solver.checkpoint_period=2",
                       "solver.log_period=2", "test.eval_period=2")
-    result = train(cfg, progress=False)
+    result = train(cfg, progress=False, evaluate=_evaluation(cfg))
     for key in ("PQ", "SQ", "RQ", "mIoU"):
         assert 0.0 <= result[key] <= 100.0
     assert result["iteration"] == 4 and result["num_images"] == 1  # test.max_eval_images=1
@@ -175,20 +182,97 @@ def test_a_run_writes_checkpoints_metrics_and_the_final_evaluation(toy_root, tmp
 
 def test_resume_of_a_finished_run_only_evaluates(toy_root, tmp_path):
     cfg = tiny_config(toy_root, tmp_path, "solver.max_iter=2")
-    first = train(cfg, progress=False)
+    first = train(cfg, progress=False, evaluate=_evaluation(cfg))
     mtime = (tmp_path / "model_final.pt").stat().st_mtime_ns
-    again = train(cfg, resume=True, progress=False)
+    again = train(cfg, resume=True, progress=False, evaluate=_evaluation(cfg))
     assert again["iteration"] == 2
     assert again["PQ"] == pytest.approx(first["PQ"])
     assert (tmp_path / "model_final.pt").stat().st_mtime_ns == mtime
 
 
 def test_bad_settings_are_user_errors(toy_root, tmp_path):
-    from pdlkit.errors import DataError, PdlError
+    from pdlkit.errors import DataError
 
-    with pytest.raises(PdlError, match="solver.batch_size 0"):
+    with pytest.raises(ConfigError, match="solver.batch_size must be a positive integer, got 0"):
         Trainer(tiny_config(toy_root, tmp_path, "solver.batch_size=0"))
-    with pytest.raises(PdlError, match="solver.max_iter must be positive"):
-        Trainer(tiny_config(toy_root, tmp_path, "solver.max_iter=0"))
+    cfg = tiny_config(toy_root, tmp_path)
+    cfg.solver.max_iter = 0  # set in code, after load_config validated: the trainer checks again
+    with pytest.raises(ConfigError, match="solver.max_iter must be a positive integer, got 0"):
+        Trainer(cfg)
     with pytest.raises(DataError, match="nowhere: dataset root not found"):
         Trainer(tiny_config(tmp_path / "nowhere", tmp_path))
+
+
+def test_a_failing_evaluation_is_reported_and_training_goes_on(toy_root, tmp_path):
+    cfg = tiny_config(toy_root, tmp_path, "solver.max_iter=4", "test.eval_period=2")
+    calls = []
+
+    def evaluate(model, iteration):
+        # The checkpoint of this iteration is on disk before the evaluation runs.
+        calls.append((iteration, load_checkpoint(read_last_checkpoint(tmp_path))["iteration"], model.training))
+        if iteration == 2:
+            raise RuntimeError("out of memory\nwhile predicting")
+        return {"PQ": 12.5, "mIoU": 40.0}
+
+    result = train(cfg, progress=False, evaluate=evaluate)
+    assert calls == [(2, 2, False), (4, 4, False)]
+    assert result["iteration"] == 4 and result["PQ"] == 12.5 and "eval_error" not in result
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"iteration": 2, "eval_error": "RuntimeError: out of memory while predicting"} in records
+    assert [r["eval"]["PQ"] for r in records if "eval" in r] == [12.5]
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["model_0000002.pt", "model_final.pt"]
+
+
+def test_a_failing_final_evaluation_keeps_the_model(toy_root, tmp_path):
+    cfg = tiny_config(toy_root, tmp_path, "solver.max_iter=2")
+
+    def evaluate(model, iteration):
+        raise ValueError("post.nms_kernel must be odd")
+
+    result = train(cfg, progress=False, evaluate=evaluate)
+    assert result == {"iteration": 2, "checkpoint": str(tmp_path / "model_final.pt"),
+                      "eval_error": "ValueError: post.nms_kernel must be odd"}
+    assert load_checkpoint(tmp_path / "model_final.pt")["iteration"] == 2
+    assert json.loads((tmp_path / "final_metrics.json").read_text()) == result
+
+
+def _flip_middle(path, size=4096):
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2 - size // 2
+    data[start:start + size] = bytes(b ^ 0xFF for b in data[start:start + size])
+    path.write_bytes(bytes(data))
+
+
+def test_resume_from_a_damaged_checkpoint_names_and_takes_the_earlier_one(toy_root, tmp_path):
+    train(tiny_config(toy_root, tmp_path, "solver.max_iter=2", "solver.checkpoint_period=1"), progress=False)
+    assert read_last_checkpoint(tmp_path) == tmp_path / "model_final.pt"
+    _flip_middle(tmp_path / "model_final.pt")
+    cfg = tiny_config(toy_root, tmp_path, "solver.max_iter=3", "solver.checkpoint_period=1")
+    with pytest.raises(DamagedResumeError) as info:
+        train(cfg, resume=True, progress=False)
+    assert str(info.value) == (
+        f"{tmp_path / 'model_final.pt'}: damaged (its contents do not match its checksum); the newest valid "
+        f"earlier checkpoint is {tmp_path / 'model_0000001.pt'} (resume_fallback=True resumes from it)")
+    assert info.value.fallback == tmp_path / "model_0000001.pt"
+
+    result = train(cfg, resume=True, resume_fallback=True, progress=False)
+    assert result["iteration"] == 3
+    assert load_checkpoint(tmp_path / "model_final.pt")["iteration"] == 3  # the damaged file is replaced
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3]  # iteration 2 trained again
+
+
+def test_non_finite_weights_are_never_saved(toy_root, tmp_path):
+    trainer = Trainer(tiny_config(toy_root, tmp_path), progress=False)
+    trainer.build()
+    trainer.output_dir.mkdir(parents=True, exist_ok=True)
+    trainer.save("model_0000000.pt")
+    batch_norm = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    batch_norm.running_var[0] = float("inf")
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.save("model_0000001.pt")
+    assert "running_var holds non-finite values" in str(info.value)
+    assert f"the last good checkpoint is {tmp_path / 'model_0000000.pt'}" in str(info.value)
+    assert not (tmp_path / "model_0000001.pt").exists()
+    assert read_last_checkpoint(tmp_path) == tmp_path / "model_0000000.pt"
