@@ -15,7 +15,10 @@ Examples:
 \b
 --set takes dotted config keys (see pdlkit/config.py); values are YAML scalars or lists,
 e.g. data.crop_size=[512,1024].  solver.batch_size is the total over all processes.
+Every value is checked before training starts.
 Ctrl-C or SIGTERM saves a checkpoint before exiting; --resume continues from it.
+Checkpoints carry a checksum: when the newest one is damaged, --resume names the newest
+valid earlier checkpoint and --resume-fallback resumes from it.
 """
 
 
@@ -26,19 +29,24 @@ Ctrl-C or SIGTERM saves a checkpoint before exiting; --resume continues from it.
 @click.option("--output", "output_dir", metavar="DIR", help="Output folder (overrides output_dir).")
 @click.option("--resume", is_flag=True,
               help="Continue from the checkpoint named by DIR/last_checkpoint (same state and data order).")
+@click.option("--resume-fallback", is_flag=True,
+              help="Like --resume, but when that checkpoint is damaged resume from the newest valid earlier one.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set solver.lr=0.0005 (repeatable).")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="CPU threads for the network (default: the cores this process may use, at most 8; "
+                   "data-loading workers use one thread each).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(config_path, data_root, output_dir, resume, overrides, quiet):
+def command(config_path, data_root, output_dir, resume, resume_fallback, overrides, threads, quiet):
     """Train a Panoptic-DeepLab model.
 
     Writes checkpoints (model_<iter>.pt, model_final.pt), metrics.jsonl, TensorBoard scalars and the
     final PQ / SQ / RQ / mIoU on the val split into the output folder.
     """
     import logging
-    import sys
 
     from pdlkit.config import load_config
+    from pdlkit.threads import configure_threads
 
     cfg = load_config(config_path, overrides)
     # --data / --output are paths, not YAML values: set them verbatim, after (and over) --set.
@@ -46,17 +54,42 @@ def command(config_path, data_root, output_dir, resume, overrides, quiet):
         cfg.data.root = data_root
     if output_dir is not None:
         cfg.output_dir = output_dir
+    _check_data_root(cfg.data.root)
+    configure_threads(threads)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from pdlkit.engine.trainer import TrainingInterrupted, train
-
-    try:
-        result = train(cfg, resume=resume, progress=not quiet)
-    except TrainingInterrupted as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(128 + int(exc.signum))  # the shell convention for "killed by signal N"
+    result = _train(cfg, resume=resume or resume_fallback, resume_fallback=resume_fallback, quiet=quiet)
     if "checkpoint" in result:  # rank 0
         click.echo(f"model: {result['checkpoint']}")
         headline = [(key, result[key]) for key in ("PQ", "SQ", "RQ", "mIoU") if key in result]
         if headline:
             click.echo(", ".join(f"{key} {value:.2f}" for key, value in headline))
+        if "eval_error" in result:
+            click.echo(f"the final evaluation failed ({result['eval_error']}); the model is saved", err=True)
+
+
+def _check_data_root(root: str) -> None:
+    from pathlib import Path
+
+    if not Path(root).is_dir():
+        raise click.ClickException(f"{root}: dataset root not found (set it with --data or data.root)")
+
+
+def _train(cfg, *, resume: bool, resume_fallback: bool, quiet: bool) -> dict:
+    """The library call, with its errors said in terms of this command's flags."""
+    import functools
+    import sys
+
+    from pdlkit.engine import DamagedResumeError, TrainingInterrupted, train
+    from pdlkit.evaluation.split import evaluate_model
+
+    evaluate = functools.partial(evaluate_model, cfg=cfg, work_dir=cfg.output_dir)
+    try:
+        return train(cfg, resume=resume, resume_fallback=resume_fallback, progress=not quiet, evaluate=evaluate)
+    except TrainingInterrupted as exc:
+        click.echo(f"{exc}; continue with --resume", err=True)
+        sys.exit(128 + int(exc.signum))  # the shell convention for "killed by signal N"
+    except DamagedResumeError as exc:
+        where = (f"the newest valid earlier checkpoint is {exc.fallback}; add --resume-fallback to resume from it"
+                 if exc.fallback else f"no valid earlier checkpoint is in {exc.damaged.parent}")
+        raise click.ClickException(f"{exc.damaged}: {exc.reason}; {where}") from None

@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import __version__
+from .checkpoint import load_model
 from .errors import PdlError
 from .fileio import atomic_path
 
@@ -75,28 +77,17 @@ class ExportableNetwork(nn.Module):
 
 
 def load_checkpoint_model(checkpoint_path: str | os.PathLike):
-    """(model in eval mode, Config, DatasetSpec) of a pdlkit checkpoint."""
-    from .config import Config
-    from .data.spec import DatasetSpec
-    from .engine.checkpoint import load_checkpoint
-    from .modeling import build_model
+    """(model in eval mode, Config, DatasetSpec) of a pdlkit checkpoint (:func:`pdlkit.checkpoint.load_model`)."""
+    return load_model(checkpoint_path)
 
-    path = Path(checkpoint_path)
-    checkpoint = load_checkpoint(path)
-    missing = [k for k in ("config", "dataset") if k not in checkpoint]
-    if missing:
-        raise PdlError(f"{path}: the checkpoint has no {' / '.join(missing)}, which export needs")
-    cfg = Config.from_dict(checkpoint["config"], source=str(path))
-    cfg.model.pretrained = "none"
-    spec = DatasetSpec.from_dict(checkpoint["dataset"])
-    model = build_model(cfg.model, spec.num_classes)
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in checkpoint["model"].items()}
+
+def _require_onnx():
+    """The ``onnx`` module, or a :class:`PdlError` saying which package to install."""
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).strip().splitlines()[:2])
-        raise PdlError(f"{path}: the weights do not fit the checkpoint's model ({detail})") from None
-    return model.eval(), cfg, spec
+        import onnx
+    except ImportError:
+        raise PdlError("ONNX export needs the onnx package, which is not installed: pip install onnx") from None
+    return onnx
 
 
 def _example_size(cfg, divisor: int) -> Tuple[int, int]:
@@ -107,8 +98,6 @@ def _example_size(cfg, divisor: int) -> Tuple[int, int]:
 
 
 def _metadata(cfg, spec, divisor: int) -> Dict[str, str]:
-    from . import __version__
-
     return {
         "pdlkit_config": json.dumps(cfg.to_dict(), sort_keys=True),
         "pdlkit_dataset": json.dumps(spec.to_dict(), sort_keys=True),
@@ -128,7 +117,7 @@ def _metadata(cfg, spec, divisor: int) -> Dict[str, str]:
 
 
 def _export_onnx(network: ExportableNetwork, example: torch.Tensor, tmp: Path, metadata: Dict[str, str], opset: int):
-    import onnx
+    onnx = _require_onnx()
 
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({name: {0: "batch", 2: "height", 3: "width"} for name in OUTPUT_NAMES})
@@ -191,6 +180,8 @@ def export_model(
         raise PdlError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
     if format == "onnx" and opset < MIN_OPSET:
         raise PdlError(f"ONNX opset {opset} is too old; pdlkit exports opset {MIN_OPSET} or newer")
+    if format == "onnx":
+        _require_onnx()  # before any work, so that nothing is traced for nothing
     output = Path(output)
     model = model.cpu().eval()
     network = ExportableNetwork(model).eval()
@@ -224,7 +215,7 @@ def read_export_metadata(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise PdlError(f"{path}: exported model file not found")
     if path.suffix.lower() == ".onnx":
-        import onnx
+        onnx = _require_onnx()
 
         try:
             proto = onnx.load(str(path), load_external_data=False)

@@ -60,3 +60,15 @@ def test_predict_through_onnx_writes_the_same_pngs(toy_checkpoint, toy_root, tmp
         other = tmp_path / "onnx" / png.relative_to(tmp_path / "torch")
         np.testing.assert_array_equal(cv2.imread(str(png), cv2.IMREAD_UNCHANGED),
                                       cv2.imread(str(other), cv2.IMREAD_UNCHANGED), err_msg=png.name)
+
+
+def test_onnx_export_without_onnx_says_which_package_to_install(toy_checkpoint, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
+    result = _run("export", toy_checkpoint, "--format", "onnx", "--output", tmp_path / "m.onnx")
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: ONNX export needs the onnx package, which is not installed: pip install onnx"
+    assert not (tmp_path / "m.onnx").exists()
+    result = _run("export", toy_checkpoint, "--format", "torchscript", "--output", tmp_path / "m.ts")
+    assert result.exit_code == 0, result.output  # TorchScript does not need it

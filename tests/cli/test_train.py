@@ -129,3 +129,70 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(toy_root, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {checkpoint} at iteration {stopped_at}" in resumed.stderr
     assert load_checkpoint(out / "model_final.pt")["iteration"] == stopped_at + 2
+
+
+def test_out_of_range_values_fail_before_training(tmp_path):
+    for override, message in (("solver.lr=-1", "solver.lr must be a positive number, got -1.0"),
+                              ("post.nms_kernel=4", "post.nms_kernel must be a positive odd integer, got 4"),
+                              ("data.sigma=0", "data.sigma must be a positive number, got 0.0")):
+        code, output = _run(["train", "--config", TOY_CONFIG, "--output", str(tmp_path / "out"), "--set", override])
+        assert code == 1
+        assert output.strip() == f"Error: {message}"
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+HANG_GUARD_S = 300  # kills a hung process so that the test fails instead of waiting forever
+
+
+@pytest.mark.slow
+def test_a_bad_label_png_with_a_loader_worker_is_one_sentence_and_exit_1(toy_root, tmp_path):
+    import shutil
+
+    data = tmp_path / "toy"
+    shutil.copytree(toy_root, data)
+    for png in (data / "gtFine" / "cityscapes_panoptic_train").glob("*.png"):
+        png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])  # truncated
+    command = [sys.executable, "-m", "pdlkit.cli.main", "train", "--config", TOY_CONFIG, "--data", str(data),
+               "--output", str(tmp_path / "run"), "--quiet",
+               *_sets(TINY + ["data.num_workers=1", "solver.max_iter=3"])]
+    process = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=HANG_GUARD_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the worker too
+        process.communicate()
+        pytest.fail("pdl train hung after an error in its DataLoader worker")
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert process.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert len(errors) == 1 and errors[0].endswith("_gtFine_panoptic.png: not a readable image"), stderr[-2000:]
+    assert str(data / "gtFine" / "cityscapes_panoptic_train") in errors[0]
+
+
+def _flip_middle(path, size=4096):
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2 - size // 2
+    data[start:start + size] = bytes(b ^ 0xFF for b in data[start:start + size])
+    path.write_bytes(bytes(data))
+
+
+def test_resume_with_a_damaged_checkpoint_offers_and_takes_the_earlier_one(toy_root, tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "--config", TOY_CONFIG, "--data", str(toy_root), "--output", str(out), "--quiet",
+            *_sets(TINY + ["solver.checkpoint_period=1", "test.max_eval_images=1"])]
+    code, output = _run(base + ["--set", "solver.max_iter=2"])
+    assert code == 0, output
+    _flip_middle(out / "model_final.pt")
+    code, output = _run(base + ["--set", "solver.max_iter=3", "--resume"])
+    assert code == 1
+    assert output.strip().splitlines()[-1] == (
+        f"Error: {out / 'model_final.pt'}: damaged (its contents do not match its checksum); the newest valid "
+        f"earlier checkpoint is {out / 'model_0000001.pt'}; add --resume-fallback to resume from it")
+    code, output = _run(base + ["--set", "solver.max_iter=3", "--resume-fallback"])
+    assert code == 0, output
+    assert f"model: {out / 'model_final.pt'}" in output
+
+    from pdlkit.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "model_final.pt")["iteration"] == 3
