@@ -1,0 +1,58 @@
+"""CPU thread defaults that leave room for a busy neighbour.
+
+On a machine whose cores are shared (another training run, a compile, a second user), threads
+that wait for each other at every parallel region lose far more than the share the neighbour
+takes: an OpenMP thread that spins while its partner is descheduled burns the core the partner
+needs.  pdlkit therefore (1) lets waiting OpenMP threads sleep instead of spin
+(``OMP_WAIT_POLICY=PASSIVE``, unless the environment sets it), (2) runs the network on at most
+the cores this process may use (``os.sched_getaffinity``), and (3) runs OpenCV single-threaded:
+its work happens in the data-loading workers and image readers, whose parallelism is the number of
+workers, not threads inside each.  ``--threads N`` (``pdl train`` / ``pdl predict``) overrides (2).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+__all__ = ["usable_cores", "default_threads", "set_wait_policy", "configure_threads", "MAX_DEFAULT_THREADS"]
+
+# More intra-op threads than this gain little for one image and cost much when cores are shared.
+MAX_DEFAULT_THREADS = 8
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; ``os.cpu_count()`` where unknown)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def default_threads() -> int:
+    """Intra-op threads when none are asked for: the usable cores, at most ``MAX_DEFAULT_THREADS``."""
+    return min(usable_cores(), MAX_DEFAULT_THREADS)
+
+
+def set_wait_policy() -> None:
+    """Make idle OpenMP threads sleep rather than spin, unless the environment says otherwise.
+
+    Takes effect only before the OpenMP runtime loads (before ``import torch``): the CLI calls it
+    first thing.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def configure_threads(threads: Optional[int] = None) -> int:
+    """Set torch's intra-op threads (``threads``, or :func:`default_threads`) and OpenCV's (one);
+    return the number of intra-op threads."""
+    import cv2
+    import torch
+
+    count = int(threads) if threads else default_threads()
+    if count < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(count)
+    # Set here, before the loader forks its workers, so that they inherit it: resizing OpenCV's
+    # pool inside a forked worker can deadlock.
+    cv2.setNumThreads(1)
+    return count
