@@ -152,7 +152,7 @@ class Predictor:
             self.weights = path
             return
         from pdlkit.data.spec import DatasetSpec
-        from pdlkit.engine import load_checkpoint
+        from pdlkit.checkpoint import load_checkpoint
         from pdlkit.modeling import build_model
 
         checkpoint = load_checkpoint(path, map_location="cpu")
