@@ -48,7 +48,7 @@ def command(config_path, data_root, output_dir, resume, resume_fallback, overrid
     from pdlkit.config import load_config
     from pdlkit.threads import configure_threads
 
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(config_path, overrides, overrides_source="--set")
     # --data / --output are paths, not YAML values: set them verbatim, after (and over) --set.
     if data_root is not None:
         cfg.data.root = data_root

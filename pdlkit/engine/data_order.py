@@ -61,7 +61,7 @@ def worker_seed(seed: int, rank: int, epoch: int, worker_id: int) -> int:
 class ShardedBatchOrder:
     """Batch sampler yielding, for one rank, lists of ``(dataset index, sample seed)`` pairs.
 
-    Infinite unless ``stop_iteration`` is given; starts at ``start_iteration`` (for ``--resume``).
+    Infinite unless ``stop_iteration`` is given; starts at ``start_iteration`` (to resume a run).
     """
 
     def __init__(self, num_samples: int, batch_size: int, *, seed: int = 0, rank: int = 0,
