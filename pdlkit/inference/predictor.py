@@ -151,8 +151,8 @@ class Predictor:
             self._setup(network, network.config, network.spec, device, tta, amp)
             self.weights = path
             return
-        from pdlkit.data.spec import DatasetSpec
         from pdlkit.checkpoint import load_checkpoint
+        from pdlkit.data.spec import DatasetSpec
         from pdlkit.modeling import build_model
 
         checkpoint = load_checkpoint(path, map_location="cpu")

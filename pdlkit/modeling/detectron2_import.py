@@ -426,8 +426,8 @@ def import_weights_file(
         return report
     if cfg is None:
         raise PdlError("importing a whole detectron2 model needs --config (e.g. configs/cityscapes_r52_dc5_d2.yaml)")
-    from ..data.spec import spec_for
     from ..checkpoint import save_checkpoint
+    from ..data.spec import spec_for
 
     checkpoint, report = import_detectron2_model(source, cfg, spec_for(cfg.data))
     save_checkpoint(output, checkpoint)

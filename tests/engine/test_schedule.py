@@ -45,6 +45,8 @@ def test_scheduler_steps_and_resumes_on_the_same_curve():
     optimizer2, scheduler2 = make()
     scheduler2.load_state_dict(saved)
     # The restored scheduler sets the lr on its next step exactly as the original does.
-    optimizer.step(); scheduler.step()
-    optimizer2.step(); scheduler2.step()
+    optimizer.step()
+    scheduler.step()
+    optimizer2.step()
+    scheduler2.step()
     assert optimizer2.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"] == pytest.approx(seen[8])
