@@ -18,7 +18,7 @@ from pdlkit.export import export_model, read_export_metadata
 from pdlkit.inference.onnx_runtime import OnnxNetwork
 from pdlkit.modeling import build_model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -149,3 +149,11 @@ def test_predictor_runs_onnx_like_pytorch(exported):
     np.testing.assert_allclose(through_onnx.offsets, through_torch.offsets, rtol=1e-4, atol=1e-4)
     agreement = (through_onnx.semantic == through_torch.semantic).mean()
     assert agreement > 0.999  # argmax may differ only where two logits tie within float error
+
+
+def test_onnx_export_without_onnx_names_the_package(tmp_path, monkeypatch):
+    model, cfg = toy_model()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
+    with pytest.raises(PdlError, match=r"^ONNX export needs the onnx package, which is not installed: pip install onnx$"):
+        export_model(model, cfg, cityscapes_spec(), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
