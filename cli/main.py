@@ -6,6 +6,11 @@ import sys
 
 import click
 
+from pdlkit.threads import set_wait_policy
+
+# Before anything loads torch's OpenMP runtime, which reads the wait policy once.
+set_wait_policy()
+
 # command name -> (module under pdlkit.cli, one-line help shown by `pdl --help`)
 COMMANDS = {
     "prepare": ("prepare", "Write the toy dataset or prepare Cityscapes / COCO panoptic for training."),
