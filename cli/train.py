@@ -34,8 +34,8 @@ valid earlier checkpoint and --resume-fallback resumes from it.
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set solver.lr=0.0005 (repeatable).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N",
-              help="CPU threads for the network (default: the cores this process may use, at most 8; "
-                   "data-loading workers use one thread each).")
+              help="CPU threads for the network (default: the cores this process may use, shared among "
+                   "torchrun's local processes, at most 8; data-loading workers use one thread each).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(config_path, data_root, output_dir, resume, resume_fallback, overrides, threads, quiet):
     """Train a Panoptic-DeepLab model.

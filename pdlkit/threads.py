@@ -29,8 +29,13 @@ def usable_cores() -> int:
 
 
 def default_threads() -> int:
-    """Intra-op threads when none are asked for: the usable cores, at most ``MAX_DEFAULT_THREADS``."""
-    return min(usable_cores(), MAX_DEFAULT_THREADS)
+    """Intra-op threads when none are asked for: the usable cores shared out among the processes
+    ``torchrun`` started on this machine (``LOCAL_WORLD_SIZE``), at most ``MAX_DEFAULT_THREADS``."""
+    try:
+        local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    except ValueError:
+        local_processes = 1
+    return max(min(usable_cores() // local_processes, MAX_DEFAULT_THREADS), 1)
 
 
 def set_wait_policy() -> None:

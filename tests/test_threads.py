@@ -20,9 +20,16 @@ def restore_threads():
     cv2.setNumThreads(cv2_threads)
 
 
-def test_default_is_the_usable_cores_capped():
+def test_default_is_the_usable_cores_capped_and_shared_among_local_ranks(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert usable_cores() == len(os.sched_getaffinity(0))
     assert default_threads() == min(usable_cores(), MAX_DEFAULT_THREADS)
+    monkeypatch.setattr("pdlkit.threads.usable_cores", lambda: 16)
+    assert default_threads() == MAX_DEFAULT_THREADS
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_threads() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert default_threads() == 1
 
 
 def test_configure_threads(restore_threads):
