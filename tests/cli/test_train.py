@@ -86,12 +86,18 @@ def test_unprepared_data_root(tmp_path):
 def test_data_and_output_override_set(toy_root, tmp_path):
     # --data / --output win over --set, and a short run reports the final numbers.
     code, output = _run(["train", "--config", TOY_CONFIG, "--data", str(toy_root), "--output", str(tmp_path / "run"),
-                         "--quiet", *_sets(TINY + ["solver.max_iter=2", "data.root=/elsewhere", "output_dir=/elsewhere"])])
+                         "--quiet", "--threads", "1",
+                         *_sets(TINY + ["solver.max_iter=2", "data.root=/elsewhere", "output_dir=/elsewhere"])])
     assert code == 0, output
     assert f"model: {tmp_path / 'run' / 'model_final.pt'}" in output
     assert "PQ " in output and "mIoU " in output
     saved = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
     assert saved["iteration"] == 2
+    import torch
+
+    assert torch.get_num_threads() == 1  # --threads
+    code, output = _run(["train", "--config", TOY_CONFIG, "--threads", "0"])
+    assert code == 2 and "0 is not in the range x>=1" in output
 
 
 @pytest.mark.slow
