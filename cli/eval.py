@@ -37,8 +37,14 @@ def command(data_root, split, weights, predictions, json_path, device, batch_siz
     from pathlib import Path
 
     from pdlkit.errors import PdlError
-    from pdlkit.evaluation import (evaluate_predictions, format_results, load_ground_truth, predict_and_evaluate,
-                                   spec_of_predictions, write_results_json)
+    from pdlkit.evaluation import (
+        evaluate_predictions,
+        format_results,
+        load_ground_truth,
+        predict_and_evaluate,
+        spec_of_predictions,
+        write_results_json,
+    )
 
     if (weights is None) == (predictions is None):
         raise click.UsageError("give exactly one of --weights CKPT or --predictions DIR")

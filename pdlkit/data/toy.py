@@ -22,7 +22,6 @@ order), crowd groups carry the bare label id, unlabelled pixels label id 0; inst
 from __future__ import annotations
 
 import functools
-
 import json
 from dataclasses import dataclass
 from pathlib import Path
