@@ -81,6 +81,15 @@ def extension():
     )
 
 
+def evaluation_extension():
+    """pdl eval's pixel loops (PNG unfiltering, joint histograms): plain C without torch, so that
+    scoring a folder of files never pays for importing torch."""
+    from setuptools import Extension
+
+    return Extension("pdlkit.evaluation._native", [os.path.join("pdlkit", "evaluation", "_native.c")],
+                     extra_compile_args=["-O3"])
+
+
 setup(
     name="pdlkit",
     version=read_version(),
@@ -92,7 +101,7 @@ setup(
     packages=find_packages(include=["pdlkit", "pdlkit.*"]) + ["pdlkit.cli"],
     package_dir={"pdlkit.cli": "cli"},
     package_data={"pdlkit": ["configs/*.yaml"]},
-    ext_modules=[extension()],
+    ext_modules=[extension(), evaluation_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=[
         "torch>=2.1",
@@ -110,7 +119,7 @@ setup(
         "test": ["pytest", "hypothesis", "scipy"],
         "onnx": ["onnx", "onnxruntime"],
         "tensorboard": ["tensorboard"],
-        "fast": ["imagecodecs"],  # libspng PNG decoding for pdl eval
+        "fast": ["imagecodecs"],  # zlib-ng inflate (and libspng) for pdl eval's PNG decoding
         "bench": ["hotcoco"],
     },
     entry_points={"console_scripts": ["pdl = pdlkit.cli.main:main"]},

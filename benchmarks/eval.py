@@ -8,7 +8,9 @@ cores) + ``evalPixelLevelSemanticLabeling`` (its defaults, which include the ins
 pdlkit's side is ``evaluate_predictions(compute_ap=False)``.  When hotcoco (a Rust evaluator,
 ``pip install hotcoco``; PQ only) is installed it is timed on the same files too, after its
 inputs are given the integer image ids it requires (not timed).  AP is timed separately: pdl
-eval's AP against ``pdl convert`` + ``evalInstanceLevelSemanticLabeling``.
+eval's AP against ``pdl convert`` + ``evalInstanceLevelSemanticLabeling``.  Last, the PNG decoders
+installed (OpenCV, Pillow, imagecodecs' libpng and libspng, pdlkit's libdeflate + native unfilter
+path) are timed on the largest panoptic PNGs, one core each.
 
     python benchmarks/eval.py                       # 50 images of 128x256 (4-11 instances),
                                                     # 4 of 1024x2048 (25-35 instances)
@@ -97,6 +99,42 @@ def _hotcoco_pq(root: Path, predictions: Path, work: Path):
     return run
 
 
+def _decoders():
+    """{name: function(path) -> decoded pixels} of the PNG decoders installed."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from pdlkit.evaluation import _io
+
+    decoders = {"opencv (libpng)": lambda path: cv2.imread(str(path), cv2.IMREAD_UNCHANGED),
+                "pillow": lambda path: np.asarray(Image.open(path))}
+    try:
+        import imagecodecs
+
+        decoders["imagecodecs png (libpng)"] = lambda path: imagecodecs.png_decode(path.read_bytes())
+        decoders["imagecodecs spng (libspng)"] = lambda path: imagecodecs.spng_decode(path.read_bytes())
+    except ImportError:
+        pass
+    if _io._FAST_DECODE is not None:
+        decoders["pdlkit (libdeflate + native unfilter, to ids)"] = _io.read_panoptic_png
+    return decoders
+
+
+def time_decoders(paths, repeats: int):
+    """[(decoder, best ms per file, median ms per file)] over ``paths``, one thread (CPU time)."""
+    rows = []
+    for name, decode in _decoders().items():
+        per_file = []
+        for _ in range(repeats):
+            start = time.process_time()
+            for path in paths:
+                decode(path)
+            per_file.append(1000 * (time.process_time() - start) / len(paths))
+        rows.append((name, min(per_file), statistics.median(per_file)))
+    return rows
+
+
 def run_case(name: str, num_images: int, height: int, width: int, repeats: int, work: Path, with_ap: bool,
              num_instances=(4, 12)):
     root = work / f"{name}_gt"
@@ -138,6 +176,9 @@ def run_case(name: str, num_images: int, height: int, width: int, repeats: int, 
         hotcoco_best, _, hotcoco_cpu, hotcoco_result = timings[2]
         assert abs(ours["PQ"] - 100 * hotcoco_result["All"]["pq"]) < 1e-6, "PQ differs from hotcoco"
         row.update(hotcoco_s=hotcoco_best, hotcoco_cpu_s=hotcoco_cpu)
+    if num_images and height * width >= 1 << 20:
+        row["decoders"] = time_decoders(sorted((root / "gtFine" / "cityscapes_panoptic_val").glob("*.png"))
+                                        + sorted((predictions / "panoptic").rglob("*.png")), repeats)
     if with_ap:
         def official_ap():
             results = work / f"{name}_instances"
@@ -189,11 +230,12 @@ def main(argv=None):
               f"{row['official_cpu_s'] / row['pdlkit_cpu_s']:>6.1f}x")
     if any(row["hotcoco_s"] is not None for row in rows):
         print("PQ only: hotcoco's PanopticEval (its own threads) against pdlkit's PQ + mIoU above")
-        print(f"{'images':<16}{'wall s: hotcoco':>17}{'pdlkit':>8}{'pdlkit/hotcoco':>16}"
-              f"{'CPU s: hotcoco':>16}{'pdlkit':>8}")
+        print(f"{'images':<16}{'wall s: hotcoco':>17}{'pdlkit':>8}{'hotcoco/pdlkit':>16}"
+              f"{'CPU s: hotcoco':>16}{'pdlkit':>8}{'hotcoco/pdlkit':>16}")
         for row in rows:
             print(f"{row['case']:<16}{row['hotcoco_s']:>17.3f}{row['pdlkit_s']:>8.3f}"
-                  f"{row['pdlkit_s'] / row['hotcoco_s']:>15.1f}x{row['hotcoco_cpu_s']:>16.3f}{row['pdlkit_cpu_s']:>8.3f}")
+                  f"{row['hotcoco_s'] / row['pdlkit_s']:>15.2f}x{row['hotcoco_cpu_s']:>16.3f}{row['pdlkit_cpu_s']:>8.3f}"
+                  f"{row['hotcoco_cpu_s'] / row['pdlkit_cpu_s']:>15.2f}x")
     else:
         print("(hotcoco not installed: pip install hotcoco to time it too)")
     if not args.no_ap:
@@ -204,6 +246,11 @@ def main(argv=None):
             print(f"{row['case']:<16}{row['official_ap_s']:>17.3f}{row['pdlkit_all_s']:>8.3f}"
                   f"{row['official_ap_s'] / row['pdlkit_all_s']:>6.1f}x{row['official_ap_cpu_s']:>17.3f}"
                   f"{row['pdlkit_all_cpu_s']:>8.3f}{row['official_ap_cpu_s'] / row['pdlkit_all_cpu_s']:>6.1f}x")
+    for row in rows:
+        if row.get("decoders"):
+            print(f"PNG decoding, {row['case']} panoptic PNGs (ground truth and predictions), one core:")
+            for name, best, median in row["decoders"]:
+                print(f"  {name:<46}{best:>7.2f} ms/file (median {median:.2f})")
     print("(numbers checked equal: PQ and mIoU to 1e-6, AP to 1e-4)")
     return rows
 

@@ -12,12 +12,12 @@ import numpy as np
 
 from pdlkit.errors import DataError
 
-from ._io import index_map, load_ground_truth, load_predictions, read_label_png, read_panoptic_png
+from ._io import load_ground_truth, load_predictions, read_label_png, read_panoptic_png
 from .coco_ap import image_instances, mask_ap
 from .instance import instance_ap, match_image_instances, thing_instances
 from .pairing import pair_images
-from .panoptic import PQStats, pq_image_stats, pq_summary
-from .semantic import confusion_matrix, iou_summary
+from .panoptic import PQStats, joint_histogram, pq_from_joint, pq_image_stats, pq_summary
+from .semantic import confusion_from_segments, fold_joint, iou_summary
 
 __all__ = ["evaluate_predictions"]
 
@@ -62,13 +62,6 @@ def _classes(gt_json: dict, spec) -> _Classes:
                     [(int(c["id"]), str(c["name"])) for c in categories if c.get("isthing")], label_divisor)
 
 
-def _category_map(id_map: np.ndarray, segments, void_label: int) -> np.ndarray:
-    """Semantic label ids from a panoptic id map: each segment's category, ``void_label`` elsewhere."""
-    ids = np.array([int(s["id"]) for s in segments], np.int64)
-    categories = np.array([int(s["category_id"]) for s in segments] + [void_label], np.int64)
-    return categories[index_map(id_map, ids)]
-
-
 def _ap_mode(ground_truth: Dict, pairs: list, compute_ap: bool, classes: _Classes, split: str) -> Optional[str]:
     """"cityscapes" (instanceIds files), "coco" (pycocotools on the panoptic ground truth) or None."""
     if not compute_ap or not classes.thing_ids:
@@ -110,19 +103,23 @@ def _tasks(ground_truth: Dict, predictions: Dict, pairs: list, classes: _Classes
     return tasks
 
 
-def _semantic_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray) -> np.ndarray:
+def _semantic_part(task: Dict, gt_ids: np.ndarray, joint: np.ndarray) -> np.ndarray:
     """Confusion matrix of one image.  Ground truth: each segment's category in the panoptic map,
     which on Cityscapes data equals ``*_gtFine_labelIds.png`` on every evaluated class (the
     panoptic ground truth is made from the same ids, leaving out only the unevaluated labels), so
     that file need not be decoded.  Prediction: ``semantic/`` when present, else the panoptic
-    map's categories."""
+    map's categories, read off PQ's joint histogram without another pass over the pixels.
+
+    ``gt_ids``: ``[H, W]`` ground-truth segment ids; ``joint``: PQ's ``[G + 2, P + 2]`` histogram.
+    """
     classes = task["classes"]
-    gt_labels = _category_map(gt_ids, task["gt_annotation"]["segments_info"], classes.void_label)
+    void, gt_segments = classes.void_label, task["gt_annotation"]["segments_info"]
     if task["pred_semantic_png"] is not None:
-        pred_labels = read_label_png(task["pred_semantic_png"])
-    else:
-        pred_labels = _category_map(pred_ids, task["pred_annotation"]["segments_info"], classes.void_label)
-    return confusion_matrix(gt_labels, pred_labels, classes.class_ids, image_id=task["image_id"])
+        return confusion_from_segments(gt_ids, gt_segments, void, read_label_png(task["pred_semantic_png"]),
+                                       classes.class_ids, image_id=task["image_id"])
+    row_labels = [void] + [int(s["category_id"]) for s in gt_segments] + [void]
+    col_labels = [void] + [int(s["category_id"]) for s in task["pred_annotation"]["segments_info"]] + [void]
+    return fold_joint(joint, row_labels, col_labels, classes.class_ids, image_id=task["image_id"])
 
 
 def _instance_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray):
@@ -142,13 +139,17 @@ def _instance_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray):
 
 def _evaluate_image(task: Dict) -> Dict:
     """One image, run in a worker thread: PQ counts, confusion matrix and instance results, with
-    each PNG decoded once."""
+    each PNG decoded once; mIoU's ground truth comes from the panoptic map (no labelIds file)."""
     gt_ids = read_panoptic_png(task["gt_png"])
     pred_ids = read_panoptic_png(task["pred_png"])
-    pq = pq_image_stats(gt_ids, task["gt_annotation"]["segments_info"], pred_ids,
-                        task["pred_annotation"]["segments_info"], task["classes"].category_index,
-                        image_id=task["image_id"])
-    return {"pq": pq, "confusion": _semantic_part(task, gt_ids, pred_ids),
+    image_id, gt_segments = task["image_id"], task["gt_annotation"]["segments_info"]
+    pred_segments = task["pred_annotation"]["segments_info"]
+    if gt_ids.shape != pred_ids.shape:  # the message pq_image_stats gives
+        pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments, task["classes"].category_index,
+                       image_id=image_id)
+    joint = joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id)
+    pq = pq_from_joint(joint, gt_segments, pred_segments, task["classes"].category_index, image_id=image_id)
+    return {"pq": pq, "confusion": _semantic_part(task, gt_ids, joint),
             "instances": _instance_part(task, gt_ids, pred_ids)}
 
 

@@ -1,7 +1,7 @@
 """Panoptic quality (PQ = SQ × RQ), equal to cityscapesscripts' ``evalPanopticSemanticLabeling``.
 
-Per image, one joint histogram of (ground-truth segment, predicted segment) pixel pairs (a
-``bincount`` over a combined index) gives every intersection at once; matching, void and crowd
+Per image, one joint histogram of (ground-truth segment, predicted segment) pixel pairs (one
+pass over the two id maps) gives every intersection at once; matching, void and crowd
 handling then work on that small matrix.  The rules are the official evaluator's:
 
 - a ground-truth segment and a predicted segment of the same category match when
@@ -23,9 +23,9 @@ import numpy as np
 
 from pdlkit.errors import DataError
 
-from ._io import index_map, pair_histogram
+from ._io import known_pair_histogram
 
-__all__ = ["PQStats", "pq_image_stats", "pq_summary"]
+__all__ = ["PQStats", "pq_image_stats", "pq_from_joint", "joint_histogram", "pq_summary"]
 
 VOID_ID = 0
 
@@ -59,8 +59,9 @@ class PQStats:
         return self
 
 
-def _joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id) -> np.ndarray:
-    """``[G + 2, P + 2]`` pixel counts of (ground-truth row, predicted column) pairs.
+def joint_histogram(gt_ids: np.ndarray, gt_segments, pred_ids: np.ndarray, pred_segments, image_id="") -> np.ndarray:
+    """``[G + 2, P + 2]`` pixel counts of (ground-truth row, predicted column) pairs, one pass
+    over the two ``[H, W]`` id maps.
 
     Rows: 0 = void, 1..G = ground-truth segments, G + 1 = ids its json does not list (ignored).
     Columns: 0 = void, 1..P = predicted segments, P + 1 = ids its json does not list (an error).
@@ -69,11 +70,10 @@ def _joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id) -> 
     pred_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in pred_segments], np.int64)
     if len(np.unique(pred_seg_ids)) != len(pred_seg_ids):
         raise DataError(f"image {image_id}: the prediction json lists a segment id twice (or id 0)")
-    pred_index = index_map(pred_ids, pred_seg_ids)
-    joint = pair_histogram(index_map(gt_ids, gt_seg_ids), pred_index, len(gt_seg_ids) + 1, len(pred_seg_ids) + 1)
+    joint = known_pair_histogram(gt_ids, gt_seg_ids, pred_ids, pred_seg_ids)
     pred_area = joint.sum(axis=0)
     if pred_area[-1] > 0:
-        present = np.unique(pred_ids[pred_index == len(pred_seg_ids)])
+        present = np.unique(pred_ids[~np.isin(pred_ids, pred_seg_ids)])
         raise DataError(
             f"image {image_id}: segment ids {present[:5].tolist()} are in the prediction PNG but not "
             f"in its json"
@@ -124,8 +124,14 @@ def pq_image_stats(
             f"image {image_id}: prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]} but the ground "
             f"truth is {gt_ids.shape[1]}x{gt_ids.shape[0]} (width x height)"
         )
+    joint = joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id)
+    return pq_from_joint(joint, gt_segments, pred_segments, category_index, image_id=image_id)
+
+
+def pq_from_joint(joint: np.ndarray, gt_segments: Sequence[Mapping], pred_segments: Sequence[Mapping],
+                  category_index: Mapping[int, int], *, image_id: str = "") -> PQStats:
+    """PQ counts of one image from its :func:`joint_histogram` ``[G + 2, P + 2]``."""
     stats = PQStats.zeros(len(category_index))
-    joint = _joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id)
     try:
         pred_cat = np.array([category_index[int(s["category_id"])] for s in pred_segments], np.int64)
     except KeyError as exc:

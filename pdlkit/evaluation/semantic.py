@@ -20,9 +20,9 @@ import numpy as np
 
 from pdlkit.errors import DataError
 
-from ._io import index_map, pair_histogram
+from ._io import index_map, known_pair_histogram, pair_histogram
 
-__all__ = ["confusion_matrix", "iou_summary"]
+__all__ = ["confusion_matrix", "confusion_from_segments", "fold_joint", "iou_summary"]
 
 
 def confusion_matrix(
@@ -48,6 +48,55 @@ def confusion_matrix(
     gt_index = index_map(gt_labels, ids)
     pred_index = index_map(pred_labels, ids)
     return pair_histogram(gt_index, pred_index, size, size)
+
+
+def _label_classes(labels: np.ndarray, ids: np.ndarray, image_id: str) -> np.ndarray:
+    """Class index (``K`` for non-evaluated ids) of each entry of a short label list."""
+    labels = np.asarray(labels, np.int64)
+    if (labels < 0).any():
+        raise DataError(f"image {image_id}: negative label ids in a semantic map")
+    return index_map(labels, ids).astype(np.int64)
+
+
+def confusion_from_segments(
+    gt_ids: np.ndarray, gt_segments, void_label: int, pred_labels: np.ndarray, class_ids: Sequence[int], *,
+    image_id: str = "",
+) -> np.ndarray:
+    """:func:`confusion_matrix` of a ground truth given as a panoptic map: ``gt_ids`` ``[H, W]``
+    segment ids, each pixel labelled with its segment's ``category_id`` (``segments_info``
+    entries), ``void_label`` where no segment is listed.
+
+    One histogram of (segment, predicted class) pairs straight from the ids, its rows then summed
+    per class, gives the same matrix as building the ``[H, W]`` label map first, without that pass.
+    """
+    if gt_ids.shape != pred_labels.shape:
+        raise DataError(
+            f"image {image_id}: semantic prediction is {pred_labels.shape[1]}x{pred_labels.shape[0]} "
+            f"but the ground truth is {gt_ids.shape[1]}x{gt_ids.shape[0]} (width x height)"
+        )
+    if pred_labels.dtype.kind == "i" and (pred_labels < 0).any():
+        raise DataError(f"image {image_id}: negative label ids in a semantic map")
+    ids = np.asarray(class_ids, np.int64)
+    size = len(ids) + 1
+    # Rows: void (id 0), the segments, then ids not listed (both void_label), as the label map has it.
+    segment_ids = [0] + [int(s["id"]) for s in gt_segments]
+    row_labels = [void_label] + [int(s["category_id"]) for s in gt_segments] + [void_label]
+    counts = known_pair_histogram(gt_ids, segment_ids, pred_labels, ids)
+    confusion = np.zeros((size, size), np.int64)
+    np.add.at(confusion, _label_classes(row_labels, ids, image_id), counts)
+    return confusion
+
+
+def fold_joint(joint: np.ndarray, row_labels, col_labels, class_ids: Sequence[int], *, image_id: str = "") -> np.ndarray:
+    """:func:`confusion_matrix` from a joint histogram of segments ``[R, C]`` (PQ's) whose rows and
+    columns have the label ids ``row_labels`` ``[R]`` and ``col_labels`` ``[C]``: no pixel pass."""
+    ids = np.asarray(class_ids, np.int64)
+    size = len(ids) + 1
+    by_row = np.zeros((size, joint.shape[1]), np.int64)
+    np.add.at(by_row, _label_classes(row_labels, ids, image_id), joint)
+    confusion = np.zeros((size, size), np.int64)
+    np.add.at(confusion.T, _label_classes(col_labels, ids, image_id), by_row.T)
+    return confusion
 
 
 def iou_summary(confusion: np.ndarray, class_names: Sequence[str]) -> Dict:

@@ -1,0 +1,226 @@
+/* The two pixel loops of pdl eval (module pdlkit.evaluation._native): PNG row unfiltering and
+ * the joint histogram of two label maps.
+ *
+ * Unfiltering: Python parses the chunks and inflates the image data (libdeflate or zlib-ng, from
+ * imagecodecs); this module undoes the per-row filters (PNG specification, section 9) in place
+ * and writes the pixels out, RGB(A) directly as 24-bit segment ids R + 256 G + 256^2 B, so no
+ * second pass converts colours.
+ *
+ * Joint histogram: counts of (row of a[i], column of b[i]) pairs, the rows and columns given by
+ * lookup tables over the raw ids, so neither map is first converted to indices; runs of equal
+ * pairs (long in label images) are counted at once.
+ *
+ * It is plain C with no torch dependency: `pdl eval` on a folder of files never imports torch.
+ * The work runs without the GIL, so images decode in parallel threads.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The Paeth predictor as two compare-and-select steps (ties favour a, then b), which compile to
+ * conditional moves: on noisy rows a branchy version mispredicts about every byte.
+ * a = left, b = up, c = upper left. */
+static inline int paeth(int a, int b, int c) {
+  int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+  int best = pb < pa ? pb : pa;
+  int r = pb < pa ? b : a;
+  return pc < best ? c : r;
+}
+
+/* One row's filter undone in place, for a constant bytes-per-pixel BPP (so the compiler unrolls
+ * the channel loop and keeps each channel's left neighbour in a register instead of reloading a
+ * byte it has just stored).  prev: the previous, already unfiltered row (zeros for the first).
+ * n is a multiple of BPP. */
+#define DEFINE_UNFILTER(BPP)                                                                      \
+  static int unfilter_row_##BPP(uint8_t filter, uint8_t *row, const uint8_t *prev, Py_ssize_t n) { \
+    Py_ssize_t i;                                                                                 \
+    int k, left[BPP];                                                                             \
+    if (filter == 0) return 1;                                                                    \
+    if (filter == 2) {                                                                            \
+      for (i = 0; i < n; ++i) row[i] = (uint8_t)(row[i] + prev[i]);                               \
+      return 1;                                                                                   \
+    }                                                                                             \
+    if (filter < 1 || filter > 4) return 0;                                                       \
+    for (k = 0; k < BPP; ++k) {                                                                   \
+      int up = prev[k];                                                                           \
+      left[k] = (uint8_t)(row[k] + (filter == 1 ? 0 : filter == 3 ? up >> 1 : up));              \
+      row[k] = (uint8_t)left[k];                                                                  \
+    }                                                                                             \
+    if (filter == 1) {                                                                            \
+      for (i = BPP; i < n; i += BPP)                                                              \
+        for (k = 0; k < BPP; ++k) row[i + k] = (uint8_t)(left[k] = (uint8_t)(row[i + k] + left[k])); \
+    } else if (filter == 3) {                                                                     \
+      for (i = BPP; i < n; i += BPP)                                                              \
+        for (k = 0; k < BPP; ++k)                                                                 \
+          row[i + k] = (uint8_t)(left[k] = (uint8_t)(row[i + k] + ((left[k] + prev[i + k]) >> 1))); \
+    } else {                                                                                      \
+      for (i = BPP; i < n; i += BPP)                                                              \
+        for (k = 0; k < BPP; ++k)                                                                 \
+          row[i + k] = (uint8_t)(left[k] = (uint8_t)(row[i + k] +                                 \
+                                                     paeth(left[k], prev[i + k], prev[i + k - BPP]))); \
+    }                                                                                             \
+    return 1;                                                                                     \
+  }
+DEFINE_UNFILTER(1)
+DEFINE_UNFILTER(2)
+DEFINE_UNFILTER(3)
+DEFINE_UNFILTER(4)
+
+/* Returns 0 for an unknown filter type. */
+static int unfilter_row(uint8_t filter, uint8_t *row, const uint8_t *prev, Py_ssize_t n,
+                        Py_ssize_t bpp) {
+  switch (bpp) {
+    case 1:
+      return unfilter_row_1(filter, row, prev, n);
+    case 2:
+      return unfilter_row_2(filter, row, prev, n);
+    case 3:
+      return unfilter_row_3(filter, row, prev, n);
+    default:
+      return unfilter_row_4(filter, row, prev, n);
+  }
+}
+
+static void write_ids(const uint8_t *row, Py_ssize_t width, Py_ssize_t channels, int32_t *out) {
+  Py_ssize_t x;
+  for (x = 0; x < width; ++x) {
+    const uint8_t *p = row + x * channels;
+    out[x] = (int32_t)((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16));
+  }
+}
+
+/* Returns -1 on success, -2 when out of memory, else the row with an unknown filter type. */
+static Py_ssize_t unfilter_image(uint8_t *data, Py_ssize_t height, Py_ssize_t width,
+                                 Py_ssize_t channels, int ids, uint8_t *out) {
+  Py_ssize_t stride = width * channels, y;
+  const uint8_t *prev;
+  uint8_t *zeros = (uint8_t *)calloc((size_t)stride, 1);
+  if (zeros == NULL) return -2;
+  prev = zeros;
+  for (y = 0; y < height; ++y) {
+    uint8_t *line = data + y * (stride + 1);
+    if (!unfilter_row(line[0], line + 1, prev, stride, channels)) break;
+    if (ids)
+      write_ids(line + 1, width, channels, (int32_t *)out + y * width);
+    else
+      memcpy(out + y * stride, line + 1, (size_t)stride);
+    prev = line + 1;
+  }
+  free(zeros);
+  return y < height ? y : -1;
+}
+
+static PyObject *unfilter(PyObject *self, PyObject *args) {
+  Py_buffer raw, out;
+  Py_ssize_t height, width, channels, bad_row;
+  int ids;
+  (void)self;
+  if (!PyArg_ParseTuple(args, "w*nnnpw*", &raw, &height, &width, &channels, &ids, &out))
+    return NULL;
+  PyObject *result = NULL;
+  Py_ssize_t out_bytes = height * width * (ids ? 4 : channels);
+  if (height <= 0 || width <= 0 || channels < 1 || channels > 4 || (ids && channels < 3)) {
+    PyErr_Format(PyExc_ValueError, "unfilter: bad image %zdx%zdx%zd", height, width, channels);
+  } else if (raw.len != height * (width * channels + 1) || out.len != out_bytes) {
+    PyErr_Format(PyExc_ValueError, "unfilter: %zd bytes of image data for %zd expected",
+                 raw.len, height * (width * channels + 1));
+  } else {
+    Py_BEGIN_ALLOW_THREADS
+    bad_row = unfilter_image((uint8_t *)raw.buf, height, width, channels, ids, (uint8_t *)out.buf);
+    Py_END_ALLOW_THREADS
+    if (bad_row == -2)
+      PyErr_NoMemory();
+    else if (bad_row >= 0)
+      PyErr_Format(PyExc_ValueError, "unknown PNG filter type in row %zd", bad_row);
+    else
+      result = Py_None, Py_INCREF(Py_None);
+  }
+  PyBuffer_Release(&raw);
+  PyBuffer_Release(&out);
+  return result;
+}
+
+/* out[row(a[i]) * cols + col(b[i])] += 1 for i < n, where row(v) = a_table[v] for 0 <= v <
+ * a_len and a_other otherwise (likewise col). */
+#define DEFINE_PAIR_COUNTS(NAME, TA, TB)                                                          \
+  static void NAME(const TA *a, const int32_t *a_table, Py_ssize_t a_len, int32_t a_other,       \
+                   const TB *b, const int32_t *b_table, Py_ssize_t b_len, int32_t b_other,       \
+                   Py_ssize_t n, Py_ssize_t cols, int64_t *out) {                                \
+    Py_ssize_t i = 0;                                                                             \
+    while (i < n) {                                                                               \
+      const TA va = a[i];                                                                         \
+      const TB vb = b[i];                                                                         \
+      Py_ssize_t j = i + 1;                                                                       \
+      while (j < n && a[j] == va && b[j] == vb) ++j;                                              \
+      const int64_t r = ((int64_t)va >= 0 && (int64_t)va < a_len) ? a_table[va] : a_other;       \
+      const int64_t c = ((int64_t)vb >= 0 && (int64_t)vb < b_len) ? b_table[vb] : b_other;       \
+      out[r * cols + c] += j - i;                                                                 \
+      i = j;                                                                                      \
+    }                                                                                             \
+  }
+DEFINE_PAIR_COUNTS(pair_counts_ii, int32_t, int32_t)
+DEFINE_PAIR_COUNTS(pair_counts_ib, int32_t, uint8_t)
+
+/* Table entries must lie in [0, rows) / [0, cols); checked before the loop so it cannot write
+ * outside out. */
+static int table_in_range(const Py_buffer *table, Py_ssize_t limit) {
+  const int32_t *t = (const int32_t *)table->buf;
+  Py_ssize_t k, len = table->len / 4;
+  for (k = 0; k < len; ++k)
+    if (t[k] < 0 || t[k] >= limit) return 0;
+  return 1;
+}
+
+static PyObject *pair_counts(PyObject *self, PyObject *args) {
+  Py_buffer a, a_table, b, b_table, out;
+  Py_ssize_t rows, cols, n;
+  int a_other, b_other, b_is_bytes;
+  (void)self;
+  if (!PyArg_ParseTuple(args, "y*y*iy*y*ipnnw*", &a, &a_table, &a_other, &b, &b_table, &b_other,
+                        &b_is_bytes, &rows, &cols, &out))
+    return NULL;
+  PyObject *result = NULL;
+  n = a.len / 4;
+  if (a.len % 4 || a_table.len % 4 || b_table.len % 4 || b.len != (b_is_bytes ? n : 4 * n) ||
+      out.len != rows * cols * 8 || a_other < 0 || a_other >= rows || b_other < 0 ||
+      b_other >= cols || !table_in_range(&a_table, rows) || !table_in_range(&b_table, cols)) {
+    PyErr_SetString(PyExc_ValueError, "pair_counts: inconsistent sizes or table entries");
+  } else {
+    Py_BEGIN_ALLOW_THREADS
+    if (b_is_bytes)
+      pair_counts_ib((const int32_t *)a.buf, (const int32_t *)a_table.buf, a_table.len / 4, a_other,
+                     (const uint8_t *)b.buf, (const int32_t *)b_table.buf, b_table.len / 4, b_other,
+                     n, cols, (int64_t *)out.buf);
+    else
+      pair_counts_ii((const int32_t *)a.buf, (const int32_t *)a_table.buf, a_table.len / 4, a_other,
+                     (const int32_t *)b.buf, (const int32_t *)b_table.buf, b_table.len / 4, b_other,
+                     n, cols, (int64_t *)out.buf);
+    Py_END_ALLOW_THREADS
+    result = Py_None, Py_INCREF(Py_None);
+  }
+  PyBuffer_Release(&a);
+  PyBuffer_Release(&a_table);
+  PyBuffer_Release(&b);
+  PyBuffer_Release(&b_table);
+  PyBuffer_Release(&out);
+  return result;
+}
+
+static PyMethodDef methods[] = {
+    {"unfilter", unfilter, METH_VARARGS,
+     "unfilter(raw, height, width, channels, rgb_ids, out): undo the row filters of inflated 8-bit\n"
+     "PNG data in place (raw: height * (1 + width * channels) bytes) and write the pixels to out:\n"
+     "int32 ids R + 256 G + 256^2 B when rgb_ids (3 or 4 channels), else the bytes."},
+    {"pair_counts", pair_counts, METH_VARARGS,
+     "pair_counts(a, a_table, a_other, b, b_table, b_other, b_is_bytes, rows, cols, out): add the\n"
+     "counts of (a_table[a[i]], b_table[b[i]]) pairs to out (int64 [rows * cols]); a: int32, b:\n"
+     "int32 or uint8 (b_is_bytes); tables int32; values outside a table map to a_other / b_other."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
+                                    "pdl eval's pixel loops, run without the GIL", -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
