@@ -115,8 +115,9 @@ def _semantic_part(task: Dict, gt_ids: np.ndarray, joint: np.ndarray) -> np.ndar
     classes = task["classes"]
     void, gt_segments = classes.void_label, task["gt_annotation"]["segments_info"]
     if task["pred_semantic_png"] is not None:
-        return confusion_from_segments(gt_ids, gt_segments, void, read_label_png(task["pred_semantic_png"]),
-                                       classes.class_ids, image_id=task["image_id"])
+        pred_labels = read_label_png(task["pred_semantic_png"], reuse="semantic")
+        return confusion_from_segments(gt_ids, gt_segments, void, pred_labels, classes.class_ids,
+                                       image_id=task["image_id"])
     row_labels = [void] + [int(s["category_id"]) for s in gt_segments] + [void]
     col_labels = [void] + [int(s["category_id"]) for s in task["pred_annotation"]["segments_info"]] + [void]
     return fold_joint(joint, row_labels, col_labels, classes.class_ids, image_id=task["image_id"])
@@ -140,8 +141,9 @@ def _instance_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray):
 def _evaluate_image(task: Dict) -> Dict:
     """One image, run in a worker thread: PQ counts, confusion matrix and instance results, with
     each PNG decoded once; mIoU's ground truth comes from the panoptic map (no labelIds file)."""
-    gt_ids = read_panoptic_png(task["gt_png"])
-    pred_ids = read_panoptic_png(task["pred_png"])
+    # The decoded maps live in this thread's reused buffers: nothing below keeps a view of them.
+    gt_ids = read_panoptic_png(task["gt_png"], reuse="gt")
+    pred_ids = read_panoptic_png(task["pred_png"], reuse="pred")
     image_id, gt_segments = task["image_id"], task["gt_annotation"]["segments_info"]
     pred_segments = task["pred_annotation"]["segments_info"]
     if gt_ids.shape != pred_ids.shape:  # the message pq_image_stats gives
