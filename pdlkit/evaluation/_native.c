@@ -120,6 +120,52 @@ DEFINE_UNFILTER(2)
 DEFINE_UNFILTER(3)
 DEFINE_UNFILTER(4)
 
+/* Two consecutive Paeth rows at once, the second one pixel behind the first (pixel x of row 1
+ * needs pixels x - 1 and x of row 0): each row's predictor is a serial chain through its left
+ * neighbour, so interleaving two independent chains nearly halves the time on Paeth-heavy files
+ * (Pillow's adaptive filtering, as in createPanopticImgs' ground truth, picks Paeth often). */
+#define DEFINE_PAETH_PAIR(BPP)                                                                    \
+  static void paeth_pair_##BPP(uint8_t *restrict r0, uint8_t *restrict r1,                        \
+                               const uint8_t *restrict prev, Py_ssize_t n) {                      \
+    int k, left0[BPP], left1[BPP];                                                                \
+    Py_ssize_t i, j;                                                                              \
+    for (k = 0; k < BPP; ++k) left0[k] = r0[k] = (uint8_t)(r0[k] + prev[k]);                      \
+    for (k = 0; k < BPP; ++k) left1[k] = r1[k] = (uint8_t)(r1[k] + r0[k]);                        \
+    if (n > BPP)                                                                                  \
+      for (k = 0; k < BPP; ++k)                                                                   \
+        left0[k] = r0[BPP + k] = (uint8_t)(r0[BPP + k] + paeth(left0[k], prev[BPP + k], prev[k])); \
+    for (i = 2 * BPP; i < n; i += BPP) {                                                          \
+      j = i - BPP;                                                                                \
+      for (k = 0; k < BPP; ++k) {                                                                 \
+        left0[k] = r0[i + k] = (uint8_t)(r0[i + k] + paeth(left0[k], prev[i + k], prev[j + k]));  \
+        left1[k] = r1[j + k] = (uint8_t)(r1[j + k] + paeth(left1[k], r0[j + k], r0[j - BPP + k])); \
+      }                                                                                           \
+    }                                                                                             \
+    if (n > BPP)                                                                                  \
+      for (k = 0, j = n - BPP; k < BPP; ++k)                                                      \
+        r1[j + k] = (uint8_t)(r1[j + k] + paeth(left1[k], r0[j + k], r0[j - BPP + k]));           \
+  }
+DEFINE_PAETH_PAIR(1)
+DEFINE_PAETH_PAIR(2)
+DEFINE_PAETH_PAIR(3)
+DEFINE_PAETH_PAIR(4)
+
+static void paeth_pair(uint8_t *r0, uint8_t *r1, const uint8_t *prev, Py_ssize_t n, Py_ssize_t bpp) {
+  switch (bpp) {
+    case 1:
+      paeth_pair_1(r0, r1, prev, n);
+      break;
+    case 2:
+      paeth_pair_2(r0, r1, prev, n);
+      break;
+    case 3:
+      paeth_pair_3(r0, r1, prev, n);
+      break;
+    default:
+      paeth_pair_4(r0, r1, prev, n);
+  }
+}
+
 /* Returns 0 for an unknown filter type. */
 static int unfilter_row(uint8_t filter, uint8_t *row, const uint8_t *prev, Py_ssize_t n,
                         Py_ssize_t bpp) {
@@ -143,6 +189,14 @@ static void write_ids(const uint8_t *row, Py_ssize_t width, Py_ssize_t channels,
   }
 }
 
+static void write_row(const uint8_t *row, Py_ssize_t y, Py_ssize_t width, Py_ssize_t channels,
+                      int ids, uint8_t *out) {
+  if (ids)
+    write_ids(row, width, channels, (int32_t *)out + y * width);
+  else
+    memcpy(out + y * width * channels, row, (size_t)(width * channels));
+}
+
 /* Returns -1 on success, -2 when out of memory, else the row with an unknown filter type. */
 static Py_ssize_t unfilter_image(uint8_t *data, Py_ssize_t height, Py_ssize_t width,
                                  Py_ssize_t channels, int ids, uint8_t *out) {
@@ -153,11 +207,15 @@ static Py_ssize_t unfilter_image(uint8_t *data, Py_ssize_t height, Py_ssize_t wi
   prev = zeros;
   for (y = 0; y < height; ++y) {
     uint8_t *line = data + y * (stride + 1);
-    if (!unfilter_row(line[0], line + 1, prev, stride, channels)) break;
-    if (ids)
-      write_ids(line + 1, width, channels, (int32_t *)out + y * width);
-    else
-      memcpy(out + y * stride, line + 1, (size_t)stride);
+    if (line[0] == 4 && y + 1 < height && line[stride + 1] == 4) {
+      paeth_pair(line + 1, line + stride + 2, prev, stride, channels);
+      write_row(line + 1, y, width, channels, ids, out);
+      ++y;
+      line += stride + 1;
+    } else if (!unfilter_row(line[0], line + 1, prev, stride, channels)) {
+      break;
+    }
+    write_row(line + 1, y, width, channels, ids, out);
     prev = line + 1;
   }
   free(zeros);
