@@ -37,37 +37,38 @@ static inline int paeth(int a, int b, int c) {
 #if defined(__SSE2__)
 /* The Sub filter is a running sum per channel: each 16-byte step takes a log-step prefix sum over
  * its whole pixels (V bytes) and adds the running total of the previous steps (carry), so the
- * serial chain is one vector add per V bytes instead of one add per byte.  Returns the first byte left to the scalar loop (a multiple of BPP). */
-#define DEFINE_SUB_SIMD(BPP)                                                                      \
-  static Py_ssize_t sub_simd_##BPP(uint8_t *row, Py_ssize_t n) {                                  \
-    enum { V = 16 - 16 % BPP };                                                                   \
-    const __m128i tail = _mm_slli_si128(_mm_set1_epi8(-1), V);   /* bytes V..15: not ours */      \
-    const __m128i first = _mm_srli_si128(_mm_set1_epi8(-1), 16 - BPP); /* bytes 0..BPP-1 */       \
-    __m128i carry = _mm_setzero_si128();                                                          \
-    Py_ssize_t i = 0;                                                                             \
-    __m128i next = n >= 16 ? _mm_loadu_si128((const __m128i *)row) : carry;                       \
-    for (; i + 16 <= n; i += V) {                                                                 \
-      /* Load the next step before this store: when V < 16 they overlap by a byte, and a load     \
-       * straddling a pending store would stall on store forwarding. */                          \
-      const __m128i orig = next;                                                                  \
-      if (i + V + 16 <= n) next = _mm_loadu_si128((const __m128i *)(row + i + V));                \
-      __m128i x = _mm_add_epi8(orig, _mm_slli_si128(orig, BPP));                                  \
-      if (2 * BPP < V) x = _mm_add_epi8(x, _mm_slli_si128(x, (2 * BPP) & 15));                           \
-      if (4 * BPP < V) x = _mm_add_epi8(x, _mm_slli_si128(x, (4 * BPP) & 15));                           \
-      if (8 * BPP < V) x = _mm_add_epi8(x, _mm_slli_si128(x, (8 * BPP) & 15));                           \
-      /* The step's own last pixel, replicated, is computed off the carry chain: the chain is one  \
-       * add per step. */                                                                         \
-      __m128i last = _mm_and_si128(_mm_srli_si128(x, V - BPP), first);                            \
-      last = _mm_or_si128(last, _mm_slli_si128(last, BPP));                                       \
-      last = _mm_or_si128(last, _mm_slli_si128(last, (2 * BPP) & 31));                           \
-      last = _mm_or_si128(last, _mm_slli_si128(last, (4 * BPP) & 31));                           \
-      last = _mm_or_si128(last, _mm_slli_si128(last, (8 * BPP) & 31));                           \
-      x = _mm_add_epi8(x, carry);                                                                 \
-      _mm_storeu_si128((__m128i *)(row + i), _mm_or_si128(_mm_andnot_si128(tail, x),              \
-                                                          _mm_and_si128(tail, orig)));            \
-      carry = _mm_add_epi8(carry, last);                                                          \
-    }                                                                                             \
-    return i;                                                                                     \
+ * serial chain is one vector add per V bytes instead of one add per byte.  Returns the first byte
+ * left to the scalar loop (a multiple of BPP). */
+#define DEFINE_SUB_SIMD(BPP)                                                                        \
+  static Py_ssize_t sub_simd_##BPP(uint8_t *row, Py_ssize_t n) {                                    \
+    enum { V = 16 - 16 % BPP };                                                                     \
+    const __m128i tail = _mm_slli_si128(_mm_set1_epi8(-1), V);   /* bytes V..15: not ours */        \
+    const __m128i first = _mm_srli_si128(_mm_set1_epi8(-1), 16 - BPP); /* bytes 0..BPP-1 */         \
+    __m128i carry = _mm_setzero_si128();                                                            \
+    Py_ssize_t i = 0;                                                                               \
+    __m128i next = n >= 16 ? _mm_loadu_si128((const __m128i *)row) : carry;                         \
+    for (; i + 16 <= n; i += V) {                                                                   \
+      /* Load the next step before this store: when V < 16 they overlap by a byte, and a load       \
+       * straddling a pending store would stall on store forwarding. */                             \
+      const __m128i orig = next;                                                                    \
+      if (i + V + 16 <= n) next = _mm_loadu_si128((const __m128i *)(row + i + V));                  \
+      __m128i x = _mm_add_epi8(orig, _mm_slli_si128(orig, BPP));                                    \
+      if (2 * BPP < V) x = _mm_add_epi8(x, _mm_slli_si128(x, (2 * BPP) & 15));                      \
+      if (4 * BPP < V) x = _mm_add_epi8(x, _mm_slli_si128(x, (4 * BPP) & 15));                      \
+      if (8 * BPP < V) x = _mm_add_epi8(x, _mm_slli_si128(x, (8 * BPP) & 15));                      \
+      /* The step's own last pixel, replicated, is computed off the carry chain: the chain is one   \
+       * add per step. */                                                                           \
+      __m128i last = _mm_and_si128(_mm_srli_si128(x, V - BPP), first);                              \
+      last = _mm_or_si128(last, _mm_slli_si128(last, BPP));                                         \
+      last = _mm_or_si128(last, _mm_slli_si128(last, (2 * BPP) & 31));                              \
+      last = _mm_or_si128(last, _mm_slli_si128(last, (4 * BPP) & 31));                              \
+      last = _mm_or_si128(last, _mm_slli_si128(last, (8 * BPP) & 31));                              \
+      x = _mm_add_epi8(x, carry);                                                                   \
+      _mm_storeu_si128((__m128i *)(row + i), _mm_or_si128(_mm_andnot_si128(tail, x),                \
+                                                          _mm_and_si128(tail, orig)));              \
+      carry = _mm_add_epi8(carry, last);                                                            \
+    }                                                                                               \
+    return i;                                                                                       \
   }
 DEFINE_SUB_SIMD(1)
 DEFINE_SUB_SIMD(2)
@@ -82,38 +83,39 @@ DEFINE_SUB_SIMD(4)
  * the channel loop and keeps each channel's left neighbour in a register instead of reloading a
  * byte it has just stored).  prev: the previous, already unfiltered row (zeros for the first).
  * n is a multiple of BPP. */
-#define DEFINE_UNFILTER(BPP)                                                                      \
-  static int unfilter_row_##BPP(uint8_t filter, uint8_t *row, const uint8_t *prev, Py_ssize_t n) { \
-    Py_ssize_t i;                                                                                 \
-    int k, left[BPP];                                                                             \
-    if (filter == 0) return 1;                                                                    \
-    if (filter == 2) {                                                                            \
-      for (i = 0; i < n; ++i) row[i] = (uint8_t)(row[i] + prev[i]);                               \
-      return 1;                                                                                   \
-    }                                                                                             \
-    if (filter < 1 || filter > 4) return 0;                                                       \
-    for (k = 0; k < BPP; ++k) {                                                                   \
-      int up = prev[k];                                                                           \
-      left[k] = (uint8_t)(row[k] + (filter == 1 ? 0 : filter == 3 ? up >> 1 : up));              \
-      row[k] = (uint8_t)left[k];                                                                  \
-    }                                                                                             \
-    if (filter == 1) {                                                                            \
-      Py_ssize_t start = SUB_START(BPP, row, n);                                                  \
-      if (start > 0)                                                                              \
-        for (k = 0; k < BPP; ++k) left[k] = row[start - BPP + k];                                 \
-      for (i = start > BPP ? start : BPP; i < n; i += BPP)                                        \
-        for (k = 0; k < BPP; ++k) row[i + k] = (uint8_t)(left[k] = (uint8_t)(row[i + k] + left[k])); \
-    } else if (filter == 3) {                                                                     \
-      for (i = BPP; i < n; i += BPP)                                                              \
-        for (k = 0; k < BPP; ++k)                                                                 \
-          row[i + k] = (uint8_t)(left[k] = (uint8_t)(row[i + k] + ((left[k] + prev[i + k]) >> 1))); \
-    } else {                                                                                      \
-      for (i = BPP; i < n; i += BPP)                                                              \
-        for (k = 0; k < BPP; ++k)                                                                 \
-          row[i + k] = (uint8_t)(left[k] = (uint8_t)(row[i + k] +                                 \
-                                                     paeth(left[k], prev[i + k], prev[i + k - BPP]))); \
-    }                                                                                             \
-    return 1;                                                                                     \
+#define DEFINE_UNFILTER(BPP)                                                                        \
+  static int unfilter_row_##BPP(uint8_t filter, uint8_t *row, const uint8_t *prev, Py_ssize_t n) {  \
+    Py_ssize_t i;                                                                                   \
+    int k, left[BPP];                                                                               \
+    if (filter == 0) return 1;                                                                      \
+    if (filter == 2) {                                                                              \
+      for (i = 0; i < n; ++i) row[i] = (uint8_t)(row[i] + prev[i]);                                 \
+      return 1;                                                                                     \
+    }                                                                                               \
+    if (filter < 1 || filter > 4) return 0;                                                         \
+    for (k = 0; k < BPP; ++k) {                                                                     \
+      int up = prev[k];                                                                             \
+      left[k] = (uint8_t)(row[k] + (filter == 1 ? 0 : filter == 3 ? up >> 1 : up));                 \
+      row[k] = (uint8_t)left[k];                                                                    \
+    }                                                                                               \
+    if (filter == 1) {                                                                              \
+      Py_ssize_t start = SUB_START(BPP, row, n);                                                    \
+      if (start > 0)                                                                                \
+        for (k = 0; k < BPP; ++k) left[k] = row[start - BPP + k];                                   \
+      for (i = start > BPP ? start : BPP; i < n; i += BPP)                                          \
+        for (k = 0; k < BPP; ++k)                                                                   \
+          left[k] = row[i + k] = (uint8_t)(row[i + k] + left[k]);                                   \
+    } else if (filter == 3) {                                                                       \
+      for (i = BPP; i < n; i += BPP)                                                                \
+        for (k = 0; k < BPP; ++k)                                                                   \
+          left[k] = row[i + k] = (uint8_t)(row[i + k] + ((left[k] + prev[i + k]) >> 1));            \
+    } else {                                                                                        \
+      for (i = BPP; i < n; i += BPP)                                                                \
+        for (k = 0; k < BPP; ++k)                                                                   \
+          left[k] = row[i + k] =                                                                    \
+              (uint8_t)(row[i + k] + paeth(left[k], prev[i + k], prev[i + k - BPP]));               \
+    }                                                                                               \
+    return 1;                                                                                       \
   }
 DEFINE_UNFILTER(1)
 DEFINE_UNFILTER(2)
@@ -124,26 +126,26 @@ DEFINE_UNFILTER(4)
  * needs pixels x - 1 and x of row 0): each row's predictor is a serial chain through its left
  * neighbour, so interleaving two independent chains nearly halves the time on Paeth-heavy files
  * (Pillow's adaptive filtering, as in createPanopticImgs' ground truth, picks Paeth often). */
-#define DEFINE_PAETH_PAIR(BPP)                                                                    \
-  static void paeth_pair_##BPP(uint8_t *restrict r0, uint8_t *restrict r1,                        \
-                               const uint8_t *restrict prev, Py_ssize_t n) {                      \
-    int k, left0[BPP], left1[BPP];                                                                \
-    Py_ssize_t i, j;                                                                              \
-    for (k = 0; k < BPP; ++k) left0[k] = r0[k] = (uint8_t)(r0[k] + prev[k]);                      \
-    for (k = 0; k < BPP; ++k) left1[k] = r1[k] = (uint8_t)(r1[k] + r0[k]);                        \
-    if (n > BPP)                                                                                  \
-      for (k = 0; k < BPP; ++k)                                                                   \
-        left0[k] = r0[BPP + k] = (uint8_t)(r0[BPP + k] + paeth(left0[k], prev[BPP + k], prev[k])); \
-    for (i = 2 * BPP; i < n; i += BPP) {                                                          \
-      j = i - BPP;                                                                                \
-      for (k = 0; k < BPP; ++k) {                                                                 \
-        left0[k] = r0[i + k] = (uint8_t)(r0[i + k] + paeth(left0[k], prev[i + k], prev[j + k]));  \
-        left1[k] = r1[j + k] = (uint8_t)(r1[j + k] + paeth(left1[k], r0[j + k], r0[j - BPP + k])); \
-      }                                                                                           \
-    }                                                                                             \
-    if (n > BPP)                                                                                  \
-      for (k = 0, j = n - BPP; k < BPP; ++k)                                                      \
-        r1[j + k] = (uint8_t)(r1[j + k] + paeth(left1[k], r0[j + k], r0[j - BPP + k]));           \
+#define DEFINE_PAETH_PAIR(BPP)                                                                      \
+  static void paeth_pair_##BPP(uint8_t *restrict r0, uint8_t *restrict r1,                          \
+                               const uint8_t *restrict prev, Py_ssize_t n) {                        \
+    int k, left0[BPP], left1[BPP];                                                                  \
+    Py_ssize_t i, j;                                                                                \
+    for (k = 0; k < BPP; ++k) left0[k] = r0[k] = (uint8_t)(r0[k] + prev[k]);                        \
+    for (k = 0; k < BPP; ++k) left1[k] = r1[k] = (uint8_t)(r1[k] + r0[k]);                          \
+    if (n > BPP)                                                                                    \
+      for (k = 0; k < BPP; ++k)                                                                     \
+        left0[k] = r0[BPP + k] = (uint8_t)(r0[BPP + k] + paeth(left0[k], prev[BPP + k], prev[k]));  \
+    for (i = 2 * BPP; i < n; i += BPP) {                                                            \
+      j = i - BPP;                                                                                  \
+      for (k = 0; k < BPP; ++k) {                                                                   \
+        left0[k] = r0[i + k] = (uint8_t)(r0[i + k] + paeth(left0[k], prev[i + k], prev[j + k]));    \
+        left1[k] = r1[j + k] = (uint8_t)(r1[j + k] + paeth(left1[k], r0[j + k], r0[j - BPP + k]));  \
+      }                                                                                             \
+    }                                                                                               \
+    if (n > BPP)                                                                                    \
+      for (k = 0, j = n - BPP; k < BPP; ++k)                                                        \
+        r1[j + k] = (uint8_t)(r1[j + k] + paeth(left1[k], r0[j + k], r0[j - BPP + k]));             \
   }
 DEFINE_PAETH_PAIR(1)
 DEFINE_PAETH_PAIR(2)
@@ -254,21 +256,21 @@ static PyObject *unfilter(PyObject *self, PyObject *args) {
 
 /* out[row(a[i]) * cols + col(b[i])] += 1 for i < n, where row(v) = a_table[v] for 0 <= v <
  * a_len and a_other otherwise (likewise col). */
-#define DEFINE_PAIR_COUNTS(NAME, TA, TB)                                                          \
-  static void NAME(const TA *a, const int32_t *a_table, Py_ssize_t a_len, int32_t a_other,       \
-                   const TB *b, const int32_t *b_table, Py_ssize_t b_len, int32_t b_other,       \
-                   Py_ssize_t n, Py_ssize_t cols, int64_t *out) {                                \
-    Py_ssize_t i = 0;                                                                             \
-    while (i < n) {                                                                               \
-      const TA va = a[i];                                                                         \
-      const TB vb = b[i];                                                                         \
-      Py_ssize_t j = i + 1;                                                                       \
-      while (j < n && a[j] == va && b[j] == vb) ++j;                                              \
-      const int64_t r = ((int64_t)va >= 0 && (int64_t)va < a_len) ? a_table[va] : a_other;       \
-      const int64_t c = ((int64_t)vb >= 0 && (int64_t)vb < b_len) ? b_table[vb] : b_other;       \
-      out[r * cols + c] += j - i;                                                                 \
-      i = j;                                                                                      \
-    }                                                                                             \
+#define DEFINE_PAIR_COUNTS(NAME, TA, TB)                                                            \
+  static void NAME(const TA *a, const int32_t *a_table, Py_ssize_t a_len, int32_t a_other,          \
+                   const TB *b, const int32_t *b_table, Py_ssize_t b_len, int32_t b_other,          \
+                   Py_ssize_t n, Py_ssize_t cols, int64_t *out) {                                   \
+    Py_ssize_t i = 0;                                                                               \
+    while (i < n) {                                                                                 \
+      const TA va = a[i];                                                                           \
+      const TB vb = b[i];                                                                           \
+      Py_ssize_t j = i + 1;                                                                         \
+      while (j < n && a[j] == va && b[j] == vb) ++j;                                                \
+      const int64_t r = ((int64_t)va >= 0 && (int64_t)va < a_len) ? a_table[va] : a_other;          \
+      const int64_t c = ((int64_t)vb < b_len && (int64_t)vb >= 0) ? b_table[vb] : b_other;          \
+      out[r * cols + c] += j - i;                                                                   \
+      i = j;                                                                                        \
+    }                                                                                               \
   }
 DEFINE_PAIR_COUNTS(pair_counts_ii, int32_t, int32_t)
 DEFINE_PAIR_COUNTS(pair_counts_ib, int32_t, uint8_t)
