@@ -79,6 +79,20 @@ DEFINE_SUB_SIMD(4)
 #define SUB_START(BPP, row, n) 0
 #endif
 
+/* One pixel of a Paeth row: x[0..BPP) += predictor(left, up, upleft), left updated.  Where left,
+ * up and upper left are the same pixel (most of a label image) the predictor is that pixel, and
+ * the branch skips the arithmetic that makes Paeth the slowest filter. */
+#define PAETH_PIXEL(BPP, x, left, up, ul)                                                           \
+  do {                                                                                              \
+    int flat_ = 1, k_;                                                                              \
+    for (k_ = 0; k_ < BPP; ++k_) flat_ &= ((left)[k_] == (up)[k_]) & ((up)[k_] == (ul)[k_]);        \
+    if (flat_)                                                                                      \
+      for (k_ = 0; k_ < BPP; ++k_) (left)[k_] = (x)[k_] = (uint8_t)((x)[k_] + (left)[k_]);          \
+    else                                                                                            \
+      for (k_ = 0; k_ < BPP; ++k_)                                                                  \
+        (left)[k_] = (x)[k_] = (uint8_t)((x)[k_] + paeth((left)[k_], (up)[k_], (ul)[k_]));          \
+  } while (0)
+
 /* One row's filter undone in place, for a constant bytes-per-pixel BPP (so the compiler unrolls
  * the channel loop and keeps each channel's left neighbour in a register instead of reloading a
  * byte it has just stored).  prev: the previous, already unfiltered row (zeros for the first).
@@ -110,10 +124,7 @@ DEFINE_SUB_SIMD(4)
         for (k = 0; k < BPP; ++k)                                                                   \
           left[k] = row[i + k] = (uint8_t)(row[i + k] + ((left[k] + prev[i + k]) >> 1));            \
     } else {                                                                                        \
-      for (i = BPP; i < n; i += BPP)                                                                \
-        for (k = 0; k < BPP; ++k)                                                                   \
-          left[k] = row[i + k] =                                                                    \
-              (uint8_t)(row[i + k] + paeth(left[k], prev[i + k], prev[i + k - BPP]));               \
+      for (i = BPP; i < n; i += BPP) PAETH_PIXEL(BPP, row + i, left, prev + i, prev + i - BPP);     \
     }                                                                                               \
     return 1;                                                                                       \
   }
@@ -138,14 +149,10 @@ DEFINE_UNFILTER(4)
         left0[k] = r0[BPP + k] = (uint8_t)(r0[BPP + k] + paeth(left0[k], prev[BPP + k], prev[k]));  \
     for (i = 2 * BPP; i < n; i += BPP) {                                                            \
       j = i - BPP;                                                                                  \
-      for (k = 0; k < BPP; ++k) {                                                                   \
-        left0[k] = r0[i + k] = (uint8_t)(r0[i + k] + paeth(left0[k], prev[i + k], prev[j + k]));    \
-        left1[k] = r1[j + k] = (uint8_t)(r1[j + k] + paeth(left1[k], r0[j + k], r0[j - BPP + k]));  \
-      }                                                                                             \
+      PAETH_PIXEL(BPP, r0 + i, left0, prev + i, prev + j);                                          \
+      PAETH_PIXEL(BPP, r1 + j, left1, r0 + j, r0 + j - BPP);                                        \
     }                                                                                               \
-    if (n > BPP)                                                                                    \
-      for (k = 0, j = n - BPP; k < BPP; ++k)                                                        \
-        r1[j + k] = (uint8_t)(r1[j + k] + paeth(left1[k], r0[j + k], r0[j - BPP + k]));             \
+    if (n > BPP) PAETH_PIXEL(BPP, r1 + n - BPP, left1, r0 + n - BPP, r0 + n - 2 * BPP);             \
   }
 DEFINE_PAETH_PAIR(1)
 DEFINE_PAETH_PAIR(2)
@@ -184,8 +191,17 @@ static int unfilter_row(uint8_t filter, uint8_t *row, const uint8_t *prev, Py_ss
 }
 
 static void write_ids(const uint8_t *row, Py_ssize_t width, Py_ssize_t channels, int32_t *out) {
-  Py_ssize_t x;
-  for (x = 0; x < width; ++x) {
+  Py_ssize_t x = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  /* One 4-byte load per pixel (R, G, B and the next byte, masked off); the last pixel is read
+   * bytewise so the load never leaves the row. */
+  for (; x + 1 < width; ++x) {
+    uint32_t v;
+    memcpy(&v, row + x * channels, 4);
+    out[x] = (int32_t)(v & 0xFFFFFFu);
+  }
+#endif
+  for (; x < width; ++x) {
     const uint8_t *p = row + x * channels;
     out[x] = (int32_t)((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16));
   }
