@@ -11,7 +11,8 @@
  * pairs (long in label images) are counted at once.
  *
  * It is plain C with no torch dependency: `pdl eval` on a folder of files never imports torch.
- * The work runs without the GIL, so images decode in parallel threads.
+ * The work runs without the GIL, so images decode in parallel threads.  The source is valid C and
+ * C++ (torch's BuildExtension, which builds every extension of setup.py, compiles it as C++).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -138,8 +139,8 @@ DEFINE_UNFILTER(4)
  * neighbour, so interleaving two independent chains nearly halves the time on Paeth-heavy files
  * (Pillow's adaptive filtering, as in createPanopticImgs' ground truth, picks Paeth often). */
 #define DEFINE_PAETH_PAIR(BPP)                                                                      \
-  static void paeth_pair_##BPP(uint8_t *restrict r0, uint8_t *restrict r1,                          \
-                               const uint8_t *restrict prev, Py_ssize_t n) {                        \
+  static void paeth_pair_##BPP(uint8_t *__restrict r0, uint8_t *__restrict r1,                         \
+                               const uint8_t *__restrict prev, Py_ssize_t n) {                        \
     int k, left0[BPP], left1[BPP];                                                                  \
     Py_ssize_t i, j;                                                                                \
     for (k = 0; k < BPP; ++k) left0[k] = r0[k] = (uint8_t)(r0[k] + prev[k]);                        \

@@ -192,3 +192,33 @@ def test_native_unfilter_rejects_inconsistent_sizes():
     with pytest.raises(ValueError):  # a table entry outside the histogram
         pair_counts(np.zeros(4, np.int32), np.array([5], np.int32), 0, np.zeros(4, np.int32),
                     np.array([0], np.int32), 0, False, 2, 2, np.zeros(4, np.int64))
+
+
+@needs_fast
+def test_reused_buffers_are_per_thread_and_per_name(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    paths = []
+    for k in range(4):
+        ids = rng.integers(0, 1 << 24, (9, 13))
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+        paths.append(tmp_path / f"{k}.png")
+        paths[-1].write_bytes(_png(rgb, [k % 5] * 9))
+    fresh = [_io.read_panoptic_png(p) for p in paths]
+    first = _io.read_panoptic_png(paths[0], reuse="a")
+    other_name = _io.read_panoptic_png(paths[1], reuse="b")
+    np.testing.assert_array_equal(first, fresh[0])  # another name left it alone
+    np.testing.assert_array_equal(other_name, fresh[1])
+    _io.read_panoptic_png(paths[2], reuse="a")
+    np.testing.assert_array_equal(first, fresh[2])  # the same name in the same thread reuses it
+
+    def in_thread(k):
+        ids = _io.read_panoptic_png(paths[k], reuse="a")
+        return ids.__array_interface__["data"][0], ids.copy()
+
+    with ThreadPoolExecutor(2) as pool:
+        (address_0, ids_0), (address_1, ids_1) = pool.map(in_thread, [0, 3])
+    np.testing.assert_array_equal(ids_0, fresh[0])
+    np.testing.assert_array_equal(ids_1, fresh[3])
+    assert address_0 != first.__array_interface__["data"][0]  # not the main thread's buffer
