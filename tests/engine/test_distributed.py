@@ -4,7 +4,7 @@ Per-rank losses are averaged over each rank's own weights, and DDP averages the 
 equals the loss over the combined batch when every rank's weight sums are equal.  So the train split
 holds an image and its mirror image (mirroring keeps every weight sum), the semantic loss keeps all
 pixels (top_k 1.0, no bootstrapping selection across the batch), augmentation is off, and the model
-uses group norm (batch norm statistics are per rank on the CPU — DESIGN.md §6).
+uses group norm (batch norm statistics are per rank on the CPU: SyncBatchNorm runs only on CUDA).
 """
 from __future__ import annotations
 
