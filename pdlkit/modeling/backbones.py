@@ -38,7 +38,7 @@ detectron2                                  pdlkit
 ``res{s}.{i}.shortcut.norm.*``              ``layer{s-1}.{i}.downsample.1.*``
 ==========================================  =======================================
 
-(detectron2 checkpoints have no ``num_batches_tracked``; pdlkit's batch norms have it.)
+(detectron2's SyncBN checkpoints hold ``num_batches_tracked`` as 0-d arrays, some older files omit it.)
 """
 from __future__ import annotations
 

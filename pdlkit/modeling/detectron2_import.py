@@ -3,9 +3,13 @@ ImageNet state dicts into pdlkit.
 
 Readers
 -------
-- ``.pkl``: a pickled dict, read with ``encoding="latin1"`` by an unpickler that only rebuilds numpy
-  arrays and plain containers (no other code runs).  Tensors live under ``"model"`` (or at the top
-  level); ``"__author__"`` and ``"matching_heuristics"`` are metadata and ignored.
+- ``.pkl``: a pickled dict (protocols 2-5: numpy's ``_reconstruct`` path and protocol 5's
+  ``_frombuffer`` path), read with ``encoding="latin1"`` by an unpickler that only rebuilds numpy
+  arrays, numpy scalars and plain containers (no other code runs).  Tensors live under ``"model"``
+  (or at the top level); ``"__author__"`` and ``"matching_heuristics"`` (written by detectron2's model
+  zoo and by its ``convert-torchvision-to-d2.py``) are metadata and ignored, present or not.  Arrays
+  keep their shape, 0-d ones included (SyncBN's ``num_batches_tracked`` counters); an array that is
+  not numeric (e.g. dtype object) is refused with a :class:`~pdlkit.errors.PdlError`.
 - ``.pth`` / ``.pt``: ``torch.load(weights_only=True)``; ``{"model": state_dict, ...}`` (a detectron2
   training checkpoint also holds ``optimizer`` / ``scheduler`` / ``iteration``, ignored) or a bare
   state dict.
@@ -40,14 +44,18 @@ pooling conv, no norm), ``decoder.res5.project_conv.project``, ``decoder.res{2,3
 ``center_predictor``, ``offset_head.{0,1}`` or ``offset_head.{depthwise,pointwise}``,
 ``offset_predictor``; every conv with a norm stores it as ``<conv>.norm.X``.
 
-detectron2 checkpoints may or may not hold ``num_batches_tracked`` (a training counter, not a weight):
-when present it is copied, when absent pdlkit's counter stays 0.  Every other pdlkit parameter and
+detectron2 checkpoints may or may not hold ``num_batches_tracked`` (a training counter, not a weight;
+detectron2's SyncBN layers store it as a 0-d int64 array, 83 of them in the R52-DC5 model and 89 in
+the DSConv one): when present it is copied as the 0-d tensor it is, when absent pdlkit's counter stays 0
+and the report counts it as defaulted.  Every other pdlkit parameter and
 buffer must be filled, every source key must be used (or be one of the dropped keys above), and
 shapes must agree; otherwise :class:`~pdlkit.errors.PdlError` names the first offending key on both
 sides.
 
 Backbone-only imports (for training): detectron2's ImageNet ``R-52.pkl`` uses the backbone names
-above with or without the ``backbone.`` prefix (a classifier ``fc.*`` / ``linear.*`` is dropped);
+above with or without the ``backbone.`` prefix (a classifier ``fc.*`` / ``linear.*`` is dropped), as
+do torchvision files converted by detectron2's ``convert-torchvision-to-d2.py`` (classifier
+``stem.fc.*`` dropped);
 torchvision ImageNet files use pdlkit's own backbone names (``fc.*`` / ``classifier.*`` dropped).
 
 Input convention: the published checkpoints take RGB images normalised with mean (123.675, 116.28,
@@ -81,7 +89,9 @@ __all__ = [
 # Source keys that have no pdlkit counterpart on purpose.
 DROPPED_DETECTRON2_KEYS = ("pixel_mean", "pixel_std")
 _OPTIONAL_SUFFIX = "num_batches_tracked"
-_CLASSIFIER_PREFIXES = ("fc.", "linear.", "classifier.")
+# ImageNet classifiers: torchvision's fc / classifier, detectron2's linear, and "stem.fc" from
+# detectron2's tools/convert-torchvision-to-d2.py (it prefixes every key without "layer" by "stem.")
+_CLASSIFIER_PREFIXES = ("fc.", "linear.", "classifier.", "stem.fc.")
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -91,6 +101,9 @@ class _ArrayUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
+        # pickle protocol 5 (Python 3.8+'s default for numpy arrays): raw bytes + dtype + shape
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"),
@@ -110,6 +123,18 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _array_to_tensor(array: np.ndarray, path: Path, key) -> torch.Tensor:
+    """A numeric numpy array (any shape, 0-d included) -> a tensor of the same shape and dtype."""
+    if array.dtype.kind not in "biuf":
+        raise PdlError(
+            f"{path}: entry {key!r} is an array of dtype {array.dtype}, not numeric weights"
+        )
+    # a copy in native byte order: arrays rebuilt from a pickle may be read-only or big-endian, and
+    # np.ascontiguousarray would turn the 0-d num_batches_tracked counters into shape (1,)
+    native = array.astype(array.dtype.newbyteorder("="), order="C", copy=True)
+    return torch.from_numpy(native)
 
 
 def read_detectron2_weights(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
@@ -141,10 +166,8 @@ def read_detectron2_weights(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
     for key, value in data.items():
         if key in ("__author__", "matching_heuristics"):
             continue
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value))
-        elif isinstance(value, np.generic):
-            value = torch.as_tensor(np.asarray(value))
+        if isinstance(value, (np.ndarray, np.generic)):
+            value = _array_to_tensor(np.asarray(value), path, key)
         if not isinstance(value, torch.Tensor):
             raise PdlError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array")
         state[str(key)] = value
