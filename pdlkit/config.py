@@ -111,6 +111,10 @@ class PostProcessConfig:
     stuff_area: int = 2048
     label_divisor: int = 1000
     void_label: int = -1
+    # Where an instance's objectness is read from the center heatmap: "center" = at the instance's own
+    # predicted center (the paper's); "mass_center" = at its mask's mass center, each coordinate
+    # truncated to an integer (detectron2's, which its published instance AP uses).
+    instance_score: str = "center"
 
 
 @dataclass
@@ -119,6 +123,23 @@ class TestConfig:
     tta_scales: tuple = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
     tta_flip: bool = True
     max_eval_images: int = 0  # 0: the whole split
+    # Test resize (detectron2's ResizeShortestEdge): scale the shorter side to min_size unless the
+    # longer side would exceed max_size, then the longer side to max_size; PIL bilinear on the uint8
+    # image; outputs are resized back to the input size (bilinear).  0: no resize / no cap.
+    min_size: int = 0
+    max_size: int = 0
+    # With a resize, multiply the offsets by the resize ratio when mapping them back (False:
+    # detectron2's way, which resizes the offset maps but keeps their values).
+    scale_offsets: bool = True
+    # Zero-pad the network input (bottom, right) to a multiple of this: -1 the network's output
+    # stride; 0 no padding; e.g. 640 pads COCO images of at most 640 pixels to a 640x640 canvas.
+    size_divisibility: int = -1
+    # Network arithmetic: "fp32" (exact), "fp16" (autocast; CUDA) or "bf16" (autocast; CPU or CUDA).
+    precision: str = "fp32"
+    # CPU speed-ups of the network (outputs equal fp32 eager within 1e-3 on the logits):
+    fold_bn: bool = False        # fold eval-mode batch norms into the preceding convs
+    channels_last: bool = False  # NHWC memory format (oneDNN's fast path)
+    compile: bool = False        # torch.compile the network (first call compiles: slow)
 
 
 @dataclass

@@ -1,9 +1,16 @@
 """``Predictor``: a checkpoint (or a model in memory) -> panoptic predictions of RGB images.
 
-Pipeline per batch of equal-sized images: uint8 RGB ``[N, H, W, 3]`` -> device -> normalised with
-the config's mean / std -> zero-padded to the network's ``size_divisibility`` (zero = the mean after
-normalisation) -> network (optionally TTA, AMP on CUDA) -> cropped back -> ``pdlkit.ops.
-panoptic_merge_batched`` on the logits with the config's post-processing settings -> ``Prediction``.
+Pipeline per batch of equal-sized images (settings from the config's ``test`` and ``post``):
+uint8 RGB ``[N, H, W, 3]`` -> optional test resize (shorter side ``min_size``, longer side at most
+``max_size``; PIL bilinear) -> device -> normalised with the config's mean / std -> zero-padded to
+``size_divisibility`` (zero = the mean after normalisation) -> network (optionally TTA; ``precision``
+fp32 / fp16 / bf16) -> cropped back -> resized back to ``[H, W]`` -> ``pdlkit.ops.
+panoptic_merge_batched`` on the logits -> instance scores (``post.instance_score``) -> ``Prediction``.
+
+With ``configs/*_d2*.yaml`` (min_size / max_size / size_divisibility / scale_offsets /
+instance_score "mass_center" / fp32 as detectron2's configs and code) every step equals detectron2's
+Panoptic-DeepLab inference; ``tests/inference/test_detectron2_parity.py`` checks it against an
+independent re-implementation of detectron2's inference path.
 """
 from __future__ import annotations
 
@@ -19,9 +26,11 @@ import torch
 from pdlkit.errors import DataError, PdlError
 from pdlkit.ops import panoptic_merge_batched
 
-from .tta import forward_tta
+from .tta import PRECISIONS, forward_tta, outputs_to_size, resize_images, shortest_edge_shape
 
-__all__ = ["Prediction", "Predictor", "segments_from_panoptic"]
+__all__ = ["Prediction", "Predictor", "segments_from_panoptic", "mass_centers", "INSTANCE_SCORES"]
+
+INSTANCE_SCORES = ("center", "mass_center")
 
 
 @dataclass
@@ -34,9 +43,11 @@ class Prediction:
     segments:       one dict per segment of ``panoptic``, sorted by id: ``id`` (the value in
                     ``panoptic``), ``category_id`` (dataset category id), ``train_id``, ``iscrowd`` 0,
                     ``area``, ``bbox`` [x, y, w, h], ``isthing``; things also have ``score``
-                    (objectness x class score), ``objectness`` (heatmap at the instance's center),
-                    ``class_score`` (mean softmax probability of its class over its pixels) and
-                    ``center`` [y, x].
+                    (objectness x class score), ``objectness`` (the center heatmap at the
+                    instance's own center, or with ``post.instance_score: mass_center`` at its
+                    mask's mass center), ``class_score`` (mean softmax probability of its class
+                    over its pixels) and ``center`` [y, x] (its predicted center); with
+                    mass_center also ``mass_center`` [y, x].
     center_heatmap: [H, W] float32 raw center heatmap.
     offsets:        [2, H, W] float32 raw offsets (y, x), in pixels.
     centers:        [K, 2] int64 (y, x) centers of the instances in ``instances`` order.
@@ -128,17 +139,46 @@ def segments_from_panoptic(
     return segments
 
 
+def mass_centers(panoptic: np.ndarray, instance_ids: Sequence[int]) -> np.ndarray:
+    """[K, 2] int64 (y, x) mass centers of the instances ``instance_ids`` of ``panoptic`` ([H, W] ints).
+
+    Each coordinate is the mean of the instance's pixel coordinates computed as detectron2 does (in
+    float32: the exact integer sum rounded to float32, divided by the pixel count) and truncated to an
+    integer.  Exact sums come from one bincount over the thing pixels, not a loop over instances; the
+    result equals detectron2's whenever its float32 sum is exact (coordinate sums below 2**24).
+    An id absent from ``panoptic`` gets (0, 0).
+    """
+    ids = np.asarray(list(instance_ids), dtype=np.int64)
+    if len(ids) == 0:
+        return np.zeros((0, 2), np.int64)
+    height, width = panoptic.shape
+    order = np.argsort(ids)
+    sorted_ids = ids[order]
+    flat = panoptic.reshape(-1)
+    position = np.searchsorted(sorted_ids, flat).clip(max=len(ids) - 1)
+    pixels = np.flatnonzero(sorted_ids[position] == flat)
+    instance = order[position[pixels]]
+    counts = np.bincount(instance, minlength=len(ids)).astype(np.float32)
+    sums = [np.bincount(instance, weights=coordinate, minlength=len(ids))
+            for coordinate in (pixels // width, pixels % width)]  # float64: exact below 2**53
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = [np.nan_to_num(total.astype(np.float32) / counts) for total in sums]
+    return np.stack(means, axis=1).astype(np.int64)
+
+
 class Predictor:
     """Panoptic-DeepLab inference on ``[H, W, 3]`` uint8 RGB arrays.
 
     ``Predictor(weights, device)`` loads a pdlkit checkpoint (DESIGN.md §3): its config, dataset spec
     and model state; ``Predictor.from_model(model, cfg, spec, device)`` wraps a model in memory.
-    ``tta`` runs ``cfg.test.tta_scales`` (+ flip when ``cfg.test.tta_flip``); ``amp`` (default: on
-    for CUDA) runs the network in float16 autocast.
+    ``tta`` runs ``cfg.test.tta_scales`` (+ flip when ``cfg.test.tta_flip``).  ``precision``
+    ("fp32", "fp16", "bf16"; None: ``cfg.test.precision``) is the network's arithmetic; ``amp`` True
+    is the older spelling of "fp16" on CUDA, False of "fp32".  ``cfg.test.fold_bn`` /
+    ``channels_last`` / ``compile`` speed the network up (see :mod:`pdlkit.modeling.inference`).
     """
 
     def __init__(self, weights: str | os.PathLike, device: str | torch.device | None = "cpu", *,
-                 tta: bool = False, amp: Optional[bool] = None):
+                 tta: bool = False, amp: Optional[bool] = None, precision: Optional[str] = None):
         from pdlkit.config import Config
 
         path = Path(weights)
@@ -148,7 +188,7 @@ class Predictor:
             from .onnx_runtime import OnnxNetwork
 
             network = OnnxNetwork(path, device=_resolve_device(device))
-            self._setup(network, network.config, network.spec, device, tta, amp)
+            self._setup(network, network.config, network.spec, device, tta, amp, precision)
             self.weights = path
             return
         from pdlkit.checkpoint import load_checkpoint
@@ -171,30 +211,43 @@ class Predictor:
             first = str(exc).strip().splitlines()
             detail = " ".join(line.strip() for line in first[:2])
             raise DataError(f"{path}: the weights do not fit the checkpoint's model ({detail})") from None
-        self._setup(model, cfg, spec, device, tta, amp)
+        self._setup(model, cfg, spec, device, tta, amp, precision)
         self.weights = path
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, cfg, spec, device: str | torch.device | None = None,
-                   *, tta: bool = False, amp: Optional[bool] = None) -> "Predictor":
+                   *, tta: bool = False, amp: Optional[bool] = None,
+                   precision: Optional[str] = None) -> "Predictor":
         """Wrap a model in memory (e.g. the trainer's, for evaluation); ``device`` None keeps the
         model's own device."""
         predictor = cls.__new__(cls)
         if device is None:
             param = next(iter(model.parameters()), None)
             device = param.device if param is not None else "cpu"
-        predictor._setup(model, cfg, spec, device, tta, amp)
+        predictor._setup(model, cfg, spec, device, tta, amp, precision)
         predictor.weights = None
         return predictor
 
-    def _setup(self, model, cfg, spec, device, tta, amp) -> None:
+    def _setup(self, model, cfg, spec, device, tta, amp, precision) -> None:
+        from pdlkit.modeling.inference import prepare_network
+
         self.device = _resolve_device(device)
         self.cfg = cfg
         self.spec = spec
         self.model = model.to(self.device).eval()
         self.tta = bool(tta)
-        self.amp = (self.device.type == "cuda") if amp is None else bool(amp and self.device.type == "cuda")
-        self.size_divisibility = int(getattr(model, "size_divisibility", 1) or 1)
+        test = cfg.test
+        if precision is None:
+            precision = test.precision if amp is None else ("fp16" if amp and self.device.type == "cuda" else "fp32")
+        self.precision = _check_choice("test.precision", precision, tuple(PRECISIONS))
+        self.amp = self.precision == "fp16"
+        self.instance_score = _check_choice("post.instance_score", cfg.post.instance_score, INSTANCE_SCORES)
+        for key in ("min_size", "max_size"):
+            if int(getattr(test, key)) < 0:
+                raise PdlError(f"test.{key} must be 0 (off) or a positive number of pixels, got {getattr(test, key)}")
+        self.size_divisibility, self.network = prepare_network(
+            self.model, int(test.size_divisibility), fold_bn=bool(test.fold_bn),
+            channels_last=bool(test.channels_last), compile=bool(test.compile))
         self.mean = torch.tensor(cfg.data.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.data.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.thing_ids = [i for i, thing in enumerate(spec.is_thing) if thing]
@@ -228,17 +281,20 @@ class Predictor:
     def _predict_stack(self, batch: np.ndarray) -> List[Prediction]:
         """batch: [N, H, W, 3] uint8 RGB -> N predictions."""
         start = time.perf_counter()
+        test = self.cfg.test
+        height, width = batch.shape[1:3]
+        batch = resize_images(batch, shortest_edge_shape(height, width, int(test.min_size), int(test.max_size)))
         pixels = torch.from_numpy(batch).to(self.device, non_blocking=True)
         images = (pixels.permute(0, 3, 1, 2).contiguous().float() - self.mean) / self.std
-        test = self.cfg.test
         outputs = forward_tta(
-            self.model,
+            self.network,
             images,
             size_divisibility=self.size_divisibility,
             scales=test.tta_scales if self.tta else (1.0,),
             flip=bool(test.tta_flip) if self.tta else False,
-            amp=self.amp,
+            precision=self.precision,
         )
+        outputs = outputs_to_size(outputs, (height, width), scale_offsets=bool(test.scale_offsets))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         network_done = time.perf_counter()
@@ -273,6 +329,7 @@ class Predictor:
         class_scores = result.class_scores.cpu().tolist()
         scores = result.scores.cpu().tolist()
         center_list = centers.tolist()
+        panoptic = result.panoptic.cpu().numpy().astype(np.int32, copy=False)
         instance_info = {
             int(seg_id): {
                 "score": float(scores[k]),
@@ -282,7 +339,8 @@ class Predictor:
             }
             for k, seg_id in enumerate(ids)
         }
-        panoptic = result.panoptic.cpu().numpy().astype(np.int32, copy=False)
+        if self.instance_score == "mass_center":
+            _score_at_mass_centers(instance_info, ids, panoptic, center_heatmap)
         segments = segments_from_panoptic(panoptic, self.spec, self.label_divisor, instance_info)
         return Prediction(
             panoptic=panoptic,
@@ -295,6 +353,24 @@ class Predictor:
             label_divisor=self.label_divisor,
             void_label=int(self.cfg.post.void_label),
         )
+
+
+def _score_at_mass_centers(instance_info: Dict[int, Dict[str, Any]], ids: List[int], panoptic: np.ndarray,
+                           center_heatmap: np.ndarray) -> None:
+    """Re-score the instances with the heatmap at their mass centers (float32 products, as detectron2)."""
+    points = mass_centers(panoptic, ids)
+    values = center_heatmap[points[:, 0], points[:, 1]].astype(np.float32)
+    for k, seg_id in enumerate(ids):
+        info = instance_info[int(seg_id)]
+        info["mass_center"] = [int(points[k, 0]), int(points[k, 1])]
+        info["objectness"] = float(values[k])
+        info["score"] = float(values[k] * np.float32(info["class_score"]))
+
+
+def _check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise PdlError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
 
 
 def _check_image(image: Any, index: int) -> None:

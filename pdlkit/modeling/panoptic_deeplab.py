@@ -7,9 +7,13 @@
      "offset":   [N, 2, H, W] offsets (y, x) in input pixels, pointing from each pixel to its center}
 
 Input contract: any H, W.  The network zero-pads the batch at the bottom and right to a multiple of
-``size_divisibility`` (the backbone's output stride; zero is the mean colour after normalisation), runs,
-upsamples the stride-4 outputs by 4 (bilinear, align_corners=False) and crops back to H x W.  So a caller
-who pads first gets the same numbers, and a caller who does not gets outputs aligned with the input.
+``size_divisibility`` (default: the backbone's output stride; zero is the mean colour after
+normalisation), runs, upsamples the stride-4 outputs by exactly 4 (bilinear, align_corners=False, as
+detectron2's heads do with ``scale_factor=4``) and crops back to H x W.  So a caller who pads first gets
+the same numbers, and a caller who does not gets outputs aligned with the input.
+``forward(images, size_divisibility=1)`` runs without padding (detectron2's Cityscapes inference, whose
+size divisibility is 0): the stride-4 maps are then ceil(H / 4) x ceil(W / 4) and their 4x upsampling
+is cropped to H x W.
 The offset head predicts in decoder pixels; its upsampled output is multiplied by the decoder stride (4),
 as detectron2 does.
 
@@ -59,17 +63,21 @@ class PanopticDeepLab(nn.Module):
         self.size_divisibility = backbone.output_stride
         self.num_classes = semantic_branch.predictor.out_channels
 
-    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, size_divisibility: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """images [N, 3, H, W] normalised -> the output dict of the module docstring.
+
+        size_divisibility: pad H and W to multiples of it first (None: ``self.size_divisibility``;
+        0 or 1: no padding).
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [N, 3, H, W], got {list(images.shape)}")
         height, width = images.shape[-2:]
-        divisor = self.size_divisibility
+        divisor = self.size_divisibility if size_divisibility is None else max(1, int(size_divisibility))
         # Padding unconditionally (a no-op pad when already divisible) keeps one graph for every input
         # size when the model is traced for export.
         padded_height = (height + divisor - 1) // divisor * divisor
         padded_width = (width + divisor - 1) // divisor * divisor
         images = F.pad(images, (0, padded_width - width, 0, padded_height - height))
-        padded_size = images.shape[-2:]
 
         features = self.backbone(images)
         semantic = self.semantic_branch(features)
@@ -77,7 +85,9 @@ class PanopticDeepLab(nn.Module):
         decoder_stride = self.instance_branch.common_stride
 
         def to_input_size(x: torch.Tensor) -> torch.Tensor:
-            x = F.interpolate(x, size=padded_size, mode="bilinear", align_corners=False)
+            # exactly decoder_stride x the map: equal to the padded size when it is a multiple of 4
+            size = (x.shape[-2] * decoder_stride, x.shape[-1] * decoder_stride)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             return x[..., :height, :width]
 
         return {
