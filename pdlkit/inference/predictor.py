@@ -245,9 +245,12 @@ class Predictor:
         for key in ("min_size", "max_size"):
             if int(getattr(test, key)) < 0:
                 raise PdlError(f"test.{key} must be 0 (off) or a positive number of pixels, got {getattr(test, key)}")
+        # bf16 on the CPU: a bfloat16 copy of the network (several times faster than CPU autocast)
+        bf16_weights = self.precision == "bf16" and self.device.type == "cpu"
+        self.autocast = "fp32" if bf16_weights else self.precision
         self.size_divisibility, self.network = prepare_network(
             self.model, int(test.size_divisibility), fold_bn=bool(test.fold_bn),
-            channels_last=bool(test.channels_last), compile=bool(test.compile))
+            channels_last=bool(test.channels_last), compile=bool(test.compile), bf16_weights=bf16_weights)
         self.mean = torch.tensor(cfg.data.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.data.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.thing_ids = [i for i, thing in enumerate(spec.is_thing) if thing]
@@ -292,7 +295,7 @@ class Predictor:
             size_divisibility=self.size_divisibility,
             scales=test.tta_scales if self.tta else (1.0,),
             flip=bool(test.tta_flip) if self.tta else False,
-            precision=self.precision,
+            precision=self.autocast,
         )
         outputs = outputs_to_size(outputs, (height, width), scale_offsets=bool(test.scale_offsets))
         if self.device.type == "cuda":

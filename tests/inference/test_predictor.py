@@ -161,3 +161,111 @@ def test_checkpoint_round_trip_with_the_real_model(tmp_path, repo_root):
     np.testing.assert_array_equal(a.panoptic, b.panoptic)
     np.testing.assert_array_equal(a.semantic, b.semantic)
     np.testing.assert_allclose(a.offsets, b.offsets, atol=1e-5)
+
+
+# ------------------------------------------------------------------ detectron2-matching options
+def test_mass_centers_by_hand():
+    from pdlkit.inference.predictor import mass_centers
+
+    panoptic = np.full((8, 10), -1, np.int32)
+    panoptic[2:5, 5:8] = 11001          # 3x3 block: mass center (3, 6) exactly
+    panoptic[0, 0:3] = 12001            # L shape: rows 0,0,0,1 -> 0.25; cols 0,1,2,0 -> 0.75
+    panoptic[1, 0] = 12001
+    panoptic[6:8, 0:10] = 11002         # rows 6,7 -> 6.5; cols 0..9 -> 4.5
+    panoptic[5, 9] = 11000              # a stuff id beside them is not an instance
+    centers = mass_centers(panoptic, [12001, 11001, 11002, 13005])
+    np.testing.assert_array_equal(centers, [[0, 0], [3, 6], [6, 4], [0, 0]])  # truncated; absent -> (0, 0)
+    assert mass_centers(panoptic, []).shape == (0, 2)
+
+
+def test_mass_centers_equal_torch_float32_means_on_random_instances():
+    """detectron2 takes int(torch.mean(torch.nonzero(mask).float()[:, axis])) per instance."""
+    from pdlkit.inference.predictor import mass_centers
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 30, (30, 40)).repeat(10, 0).repeat(10, 1)  # 300x400 blocks of 30 labels
+    panoptic = np.where(labels < 25, 11000 + labels + 1, -1).astype(np.int32)
+    ids = sorted(int(i) for i in np.unique(panoptic) if i > 0)
+    want = []
+    for seg_id in ids:
+        indices = torch.nonzero(torch.from_numpy(panoptic == seg_id)).float()
+        want.append([int(torch.mean(indices[:, 0]).item()), int(torch.mean(indices[:, 1]).item())])
+    assert mass_centers(panoptic, ids).tolist() == want
+
+
+@pytest.mark.parametrize("size,limits,expected", [
+    ((1024, 2048), (1024, 2048), (1024, 2048)),
+    ((508, 1020), (1024, 2048), (1020, 2048)),   # 2056.06 wide, capped at 2048
+    ((480, 640), (640, 640), (480, 640)),
+    ((375, 500), (640, 640), (480, 640)),
+    ((640, 427), (640, 640), (640, 427)),
+    ((333, 500), (0, 0), (333, 500)),            # 0: no resize
+    ((100, 300), (200, 0), (200, 600)),          # 0: no cap
+])
+def test_shortest_edge_shape(size, limits, expected):
+    from pdlkit.inference.tta import shortest_edge_shape
+
+    assert shortest_edge_shape(*size, *limits) == expected
+
+
+@pytest.mark.parametrize("divisibility,seen", [(-1, (1, 3, 32, 48)), (0, (1, 3, 29, 43)), (16, (1, 3, 32, 48)),
+                                               (64, (1, 3, 64, 64))])
+def test_size_divisibility_sets_the_padding(divisibility, seen):
+    from pdlkit.modeling import build_model
+
+    spec = toy_spec()
+    cfg = small_config()
+    cfg.model.backbone, cfg.model.pretrained = "resnet18", "none"
+    cfg.model.aspp_channels = cfg.model.semantic_decoder_channels = cfg.model.semantic_head_channels = 16
+    cfg.model.instance_decoder_channels = cfg.model.instance_head_channels = 8
+    cfg.model.semantic_low_level_channels, cfg.model.instance_low_level_channels = (8, 8), (8, 8)
+    cfg.test.size_divisibility = divisibility
+    model = build_model(cfg.model, spec.num_classes).eval()
+    shapes = []
+    model.backbone.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    prediction = Predictor.from_model(model, cfg, spec, "cpu")(_image(29, 43))
+    assert shapes == [seen] and prediction.panoptic.shape == (29, 43)
+
+    # the same padding done by hand gives the same maps
+    mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.data.std).view(1, 3, 1, 1)
+    normalised = (torch.from_numpy(_image(29, 43)).permute(2, 0, 1)[None].float() - mean) / std
+    padded = torch.zeros(seen)
+    padded[..., :29, :43] = normalised
+    with torch.no_grad():
+        center = model(padded, size_divisibility=1)["center"][0, 0, :29, :43]
+    np.testing.assert_allclose(prediction.center_heatmap, center.numpy(), atol=1e-6)
+
+
+def test_resize_maps_outputs_back_to_the_input_size():
+    spec = toy_spec()
+    cfg = small_config()
+    cfg.test.min_size, cfg.test.max_size = 40, 0
+    model = ConvPanopticNet(spec.num_classes, size_divisibility=8)
+    prediction = Predictor.from_model(model, cfg, spec, "cpu")(_image(20, 30))
+    assert model.seen_shapes[-1] == (1, 3, 40, 64)  # 20x30 -> 40x60, padded to 8
+    assert prediction.panoptic.shape == (20, 30) and prediction.center_heatmap.shape == (20, 30)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("precision", "fp8", "test.precision must be one of fp32, fp16, bf16"),
+    ("instance_score", "peak", "post.instance_score must be one of center, mass_center"),
+    ("min_size", -5, "test.min_size must be 0"),
+])
+def test_bad_inference_settings_are_one_sentence(key, value, message):
+    spec = toy_spec()
+    cfg = small_config()
+    setattr(cfg.post if key == "instance_score" else cfg.test, key, value)
+    with pytest.raises(PdlError, match=message):
+        Predictor.from_model(ConvPanopticNet(spec.num_classes), cfg, spec, "cpu")
+
+
+def test_precision_defaults_to_fp32_and_amp_is_fp16():
+    spec = toy_spec()
+    model = ConvPanopticNet(spec.num_classes)
+    assert Predictor.from_model(model, small_config(), spec, "cpu").precision == "fp32"
+    assert Predictor.from_model(model, small_config(), spec, "cpu", precision="bf16").precision == "bf16"
+    cfg = small_config()
+    cfg.test.precision = "bf16"
+    assert Predictor.from_model(model, cfg, spec, "cpu").precision == "bf16"
+    assert Predictor.from_model(model, cfg, spec, "cpu", amp=False).precision == "fp32"

@@ -71,8 +71,9 @@ def detectron2_syncbn_state(cfg, num_classes: int, dsconv: bool, seed: int = 0) 
         shape = shapes[name]
         if name.endswith(("running_var", "norm.weight")):
             arrays[name] = rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
-        else:
-            arrays[name] = (rng.standard_normal(size=shape) * 0.05).astype(np.float32)
+        else:  # fan-in scaled, so that activations stay of order 1 through the 50-odd layers
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 20
+            arrays[name] = (rng.standard_normal(size=shape) / np.sqrt(fan_in)).astype(np.float32)
         if name.endswith("norm.running_var"):
             arrays[name[: -len("running_var")] + "num_batches_tracked"] = np.array(90000 + len(arrays), np.int64)
     arrays["pixel_mean"] = np.array([123.675, 116.28, 103.53], np.float32).reshape(3, 1, 1)
