@@ -18,9 +18,13 @@ import click
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs exist (default: skip them).")
 @click.option("--save-raw", is_flag=True,
               help="Also store center heatmap and offsets (raw/*.npz) for pdl visualize --what panel.")
-@click.option("--no-amp", is_flag=True, help="Run the network in float32 on CUDA (default: float16 autocast).")
+@click.option("--no-amp", is_flag=True, help="Run the network in float32 (the same as --precision fp32).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Network arithmetic (default: the checkpoint config's test.precision, fp32). bf16 runs a "
+                   "bfloat16 copy of the network on the CPU (faster on CPUs with AVX-512 BF16 / AMX, "
+                   "not bit-exact); fp16 is autocast, for CUDA.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def command(input, weights, output, batch_size, device, tta, overwrite, save_raw, no_amp, quiet):
+def command(input, weights, output, batch_size, device, tta, overwrite, save_raw, no_amp, precision, quiet):
     """Predict INPUT (an image, a folder searched recursively, or a quoted glob) and write
     DIR/panoptic/*.png, DIR/panoptic.json (COCO panoptic result format), DIR/semantic/*.png.
 
@@ -46,7 +50,8 @@ def command(input, weights, output, batch_size, device, tta, overwrite, save_raw
     if not Path(weights).is_file():
         raise PdlError(f"{weights}: weights file not found")
     find_images(input)  # an empty or missing INPUT fails before the model is loaded
-    predictor = Predictor(weights, device=device, tta=tta, amp=False if no_amp else None)
+    predictor = Predictor(weights, device=device, tta=tta, amp=False if no_amp else None,
+                          precision="fp32" if no_amp else precision)
     summary = predict_paths(predictor, input, output, batch_size=batch_size, overwrite=overwrite,
                             save_raw=save_raw, progress=not quiet)
     for path, reason in summary.failed:
