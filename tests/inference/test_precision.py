@@ -38,3 +38,23 @@ def test_fp32_speedups_keep_the_predictions(toy_root, toy_checkpoint):
         np.testing.assert_allclose(got.center_heatmap, want.center_heatmap, rtol=0, atol=1e-3)
         np.testing.assert_allclose(got.offsets, want.offsets, rtol=0, atol=1e-3)
         assert np.mean(got.panoptic == want.panoptic) > 0.999
+
+
+def test_pdl_predict_precision_option(toy_root, toy_checkpoint, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from pdlkit.cli.main import cli
+
+    images = toy_root / "leftImg8bit" / "val"
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        result = CliRunner().invoke(cli, ["predict", str(images), "--weights", str(toy_checkpoint), "--output",
+                                          str(tmp_path / precision), "--precision", precision, "--quiet"])
+        assert result.exit_code == 0, result.output
+        outputs[precision] = json.loads((tmp_path / precision / "panoptic.json").read_text())["annotations"]
+    assert [a["image_id"] for a in outputs["fp32"]] == [a["image_id"] for a in outputs["bf16"]]
+    result = CliRunner().invoke(cli, ["predict", str(images), "--weights", str(toy_checkpoint), "--output",
+                                      str(tmp_path / "x"), "--precision", "fp8"])
+    assert result.exit_code == 2 and "fp8" in result.output
