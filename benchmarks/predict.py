@@ -12,7 +12,14 @@ building the segment list and copying the maps to numpy (everything after the fo
 weights give few or no instances, so the last row times the post-processing of a synthetic street
 scene with ~30 instances (realistic logits, heatmap and offsets) and adds the R50 network time.
 
+Then the CPU network speed-ups (``pdlkit.modeling.inference``), each against plain eager float32
+on the same weights (random, with trained-looking batch-norm statistics): folded batch norms,
+channels-last, both, both + torch.compile (``--compile``; the first call compiles), and bfloat16
+(a bf16 copy of the folded channels-last network; CPU autocast for comparison).  Columns: the best
+of the timed forwards, the speed-up over eager fp32, and the largest logit difference from it.
+
     python benchmarks/predict.py [--threads 2] [--toy-images 30] [--city-images 3] [--weights CKPT]
+                                 [--speedups-only] [--big-iterations 1] [--compile]
 """
 from __future__ import annotations
 
@@ -158,6 +165,83 @@ def _toy_images(count: int, height: int, width: int):
         return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
 
 
+def _bench_model(config_name: str) -> torch.nn.Module:
+    """The config's network with random weights and trained-looking batch-norm statistics."""
+    from pdlkit.config import load_config
+    from pdlkit.modeling import build_model
+
+    cfg = load_config(REPO / "configs" / config_name)
+    cfg.model.pretrained, cfg.model.norm = "none", "BN"
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 19).eval()
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.running_mean.shape, generator=generator) * 0.2 - 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    for predictor in (model.semantic_branch.predictor, model.instance_branch.center_predictor,
+                      model.instance_branch.offset_predictor):
+        torch.nn.init.normal_(predictor.weight, 0.0, 1.0)  # logits of order 1-10, as a trained model's
+    return model
+
+
+class _Autocast(torch.nn.Module):
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return {k: v.float() for k, v in self.network(images).items()}
+
+
+def _network_variants(model, use_compile: bool):
+    from pdlkit.modeling.inference import prepare_network
+
+    variants = [("eager fp32", lambda: model)]
+    for name, options in (("fold BN", dict(fold_bn=True)), ("channels-last", dict(channels_last=True)),
+                          ("fold BN + channels-last", dict(fold_bn=True, channels_last=True))):
+        variants.append((name, lambda options=options: prepare_network(model, -1, **options)[1]))
+    if use_compile:
+        variants.append(("fold + channels-last + compile",
+                         lambda: prepare_network(model, -1, fold_bn=True, channels_last=True, compile=True)[1]))
+    variants.append(("bf16 (fold + channels-last + bf16 weights)",
+                     lambda: prepare_network(model, -1, fold_bn=True, channels_last=True, bf16_weights=True)[1]))
+    variants.append(("bf16 autocast (fold + channels-last)",
+                     lambda: _Autocast(prepare_network(model, -1, fold_bn=True, channels_last=True)[1])))
+    return variants
+
+
+def _time_network_speedups(config_name: str, size, iterations: int, use_compile: bool):
+    """[(variant, best seconds, speed-up over eager fp32, max |logit difference|)] on one input."""
+    model = _bench_model(config_name)
+    images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    rows, reference, eager_time = [], None, None
+    for name, make in _network_variants(model, use_compile):
+        network = make()
+        with torch.inference_mode():
+            network(images)  # warm-up (oneDNN primitive caches; torch.compile compiles here)
+            times = []
+            for _ in range(iterations):
+                start = time.perf_counter()
+                out = network(images)
+                times.append(time.perf_counter() - start)
+        logits = out["semantic"].float()
+        if reference is None:
+            reference, eager_time = logits, min(times)
+        rows.append((name, min(times), eager_time / min(times), float((logits - reference).abs().max())))
+        del network
+    return rows
+
+
+def _print_speedups(title: str, rows) -> None:
+    print(f"\n{title}")
+    print("| variant | best ms | speed-up vs eager fp32 | max abs logit diff (logits up to ~10) |")
+    print("|---|---|---|---|")
+    for name, seconds, ratio, diff in rows:
+        print(f"| {name} | {1000 * seconds:.1f} | {ratio:.2f}x | {diff:.2e} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -165,8 +249,16 @@ def main(argv=None) -> None:
     parser.add_argument("--city-images", type=int, default=3, help="0 skips the 1024x2048 model")
     parser.add_argument("--weights", default=None, help="a toy checkpoint (default: random weights)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--speedups-only", action="store_true", help="only the CPU network speed-up tables")
+    parser.add_argument("--big-iterations", type=int, default=1, help="timed forwards per variant at 1024x2048")
+    parser.add_argument("--toy-iterations", type=int, default=10, help="timed forwards per variant at 128x256")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles first: minutes)")
+    parser.add_argument("--no-big", action="store_true", help="skip the 1024x2048 speed-up tables")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.speedups_only:
+        _speedup_tables(args)
+        return
 
     from pdlkit.ops import native_available
 
@@ -195,6 +287,18 @@ def main(argv=None) -> None:
     for name, size, r in rows:
         print(f"| {name} | {size} | {r['images']} | {r['images_per_s']:.2f} | {r['median_ms']:.1f} | "
               f"{r['network_ms']:.1f} | {r['post_ms']:.1f} | {100 * r['post_share']:.1f}% | {r['instances']} |")
+    _speedup_tables(args)
+
+
+def _speedup_tables(args) -> None:
+    print(f"\nCPU network speed-ups: torch threads {torch.get_num_threads()}, torch {torch.__version__}")
+    _print_speedups("toy R18, 128x256", _time_network_speedups("toy.yaml", (128, 256), args.toy_iterations,
+                                                                  args.compile))
+    if not args.no_big:
+        for config_name, title in (("cityscapes_r50.yaml", "Cityscapes R50, 1024x2048"),
+                                   ("cityscapes_r52_dc5_d2.yaml", "Cityscapes R52-DC5 (detectron2), 1024x2048")):
+            _print_speedups(title, _time_network_speedups(config_name, (1024, 2048), args.big_iterations,
+                                                          args.compile))
 
 
 if __name__ == "__main__":
