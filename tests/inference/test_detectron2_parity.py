@@ -40,13 +40,15 @@ CONFIGS = {
 
 
 def _coco_root(tmp_path: Path) -> Path:
-    """The category map ``pdl prepare coco`` writes, for 80 things and 53 stuff classes."""
-    from pdlkit.data.spec import COCO_CATEGORY_MAP, coco_spec_from_categories
+    """The manifest ``pdl prepare coco`` writes, for 80 things and 53 stuff classes."""
+    from pdlkit.data.coco_format import MANIFEST_NAME
+    from pdlkit.data.spec import coco_spec_from_categories
 
     categories = [{"id": i + 1 if i < 80 else 92 + i, "name": f"c{i}", "isthing": int(i < 80)} for i in range(133)]
     root = tmp_path / "coco"
     root.mkdir(exist_ok=True)
-    (root / COCO_CATEGORY_MAP).write_text(json.dumps({"spec": coco_spec_from_categories(categories).to_dict()}))
+    manifest = {"format": "coco_panoptic", "spec": coco_spec_from_categories(categories).to_dict(), "splits": {}}
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest))
     return root
 
 

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from pdlkit.cli.main import cli
 from pdlkit.config import load_config
-from pdlkit.data.spec import COCO_CATEGORY_MAP, cityscapes_spec, coco_spec_from_categories
+from pdlkit.data.coco_format import MANIFEST_NAME
+from pdlkit.data.spec import cityscapes_spec, coco_spec_from_categories
 from pdlkit.errors import PdlError
 from pdlkit.modeling import build_model
 from pdlkit.modeling.detectron2_import import (
@@ -36,11 +37,12 @@ PUBLISHED = {
 
 
 def _coco_root(tmp_path: Path) -> Path:
-    """A folder with the category map ``pdl prepare coco`` writes: 80 things and 53 stuff classes."""
+    """A folder with the manifest ``pdl prepare coco`` writes: 80 things and 53 stuff classes."""
     categories = [{"id": i + 1 if i < 80 else 92 + i, "name": f"c{i}", "isthing": int(i < 80)} for i in range(133)]
     root = tmp_path / "coco"
     root.mkdir(exist_ok=True)
-    (root / COCO_CATEGORY_MAP).write_text(json.dumps({"spec": coco_spec_from_categories(categories).to_dict()}))
+    manifest = {"format": "coco_panoptic", "spec": coco_spec_from_categories(categories).to_dict(), "splits": {}}
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest))
     return root
 
 
