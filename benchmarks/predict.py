@@ -212,12 +212,18 @@ def _network_variants(model, use_compile: bool):
     return variants
 
 
-def _time_network_speedups(config_name: str, size, iterations: int, use_compile: bool):
-    """[(variant, best seconds, speed-up over eager fp32, max |logit difference|)] on one input."""
+_BIG_VARIANTS = ("eager fp32", "fold BN + channels-last", "bf16 (fold + channels-last + bf16 weights)")
+
+
+def _time_network_speedups(config_name: str, size, iterations: int, use_compile: bool, only=None):
+    """[(variant, best seconds, speed-up over eager fp32, max |logit difference|)] on one input;
+    ``only``: the variant names to time (default all)."""
     model = _bench_model(config_name)
     images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
     rows, reference, eager_time = [], None, None
     for name, make in _network_variants(model, use_compile):
+        if only is not None and name not in only and "compile" not in name:
+            continue
         network = make()
         with torch.inference_mode():
             network(images)  # warm-up (oneDNN primitive caches; torch.compile compiles here)
@@ -254,6 +260,8 @@ def main(argv=None) -> None:
     parser.add_argument("--toy-iterations", type=int, default=10, help="timed forwards per variant at 128x256")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles first: minutes)")
     parser.add_argument("--no-big", action="store_true", help="skip the 1024x2048 speed-up tables")
+    parser.add_argument("--all-big-variants", action="store_true",
+                        help="time every variant at 1024x2048 (default: eager, fold + channels-last, bf16)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.speedups_only:
@@ -297,8 +305,9 @@ def _speedup_tables(args) -> None:
     if not args.no_big:
         for config_name, title in (("cityscapes_r50.yaml", "Cityscapes R50, 1024x2048"),
                                    ("cityscapes_r52_dc5_d2.yaml", "Cityscapes R52-DC5 (detectron2), 1024x2048")):
+            only = None if args.all_big_variants else _BIG_VARIANTS
             _print_speedups(title, _time_network_speedups(config_name, (1024, 2048), args.big_iterations,
-                                                          args.compile))
+                                                          args.compile, only))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ from pdlkit.cli.main import cli
 from pdlkit.config import load_config
 from pdlkit.data.spec import cityscapes_spec, spec_for
 from pdlkit.inference import Predictor
-from pdlkit.inference.predictor import mass_centers
-from pdlkit.inference.tta import shortest_edge_shape
 
 from . import detectron2_oracle as d2
 
