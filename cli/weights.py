@@ -39,8 +39,8 @@ def import_command(source, source_format, config_path, output, backbone_only, ba
       pdl weights import R-52.pkl --from detectron2 --backbone-only --output r52_imagenet.pt
       pdl weights import resnet50-11ad3fa6.pth --from torchvision --backbone resnet50 --output r50.pt
     """
+    from pdlkit.checkpoint import import_weights_file
     from pdlkit.config import load_config
-    from pdlkit.modeling.detectron2_import import import_weights_file
 
     cfg = None
     if config_path is not None:

@@ -31,15 +31,22 @@ import torch
 
 from . import __version__
 from .config import Config
-from .data.spec import DatasetSpec
-from .errors import DataError
+from .data.spec import DatasetSpec, spec_for
+from .errors import DataError, PdlError
 from .fileio import atomic_write, atomic_write_text
 from .modeling import build_model
+from .modeling.detectron2_import import (
+    ImportReport,
+    import_backbone_weights,
+    import_detectron2_model,
+    save_backbone_state,
+)
 
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "import_weights_file",
     "strip_module_prefix",
     "checkpoint_digest",
     "DamagedCheckpointError",
@@ -304,3 +311,40 @@ def restore_rng_state(state: dict) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+# ------------------------------------------------------------------------------- weight import
+def import_weights_file(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    source_format: str = "detectron2",
+    cfg=None,
+    backbone: Optional[str] = None,
+    backbone_only: bool = False,
+) -> ImportReport:
+    """``pdl weights import``: convert ``source`` and write ``output`` atomically.
+
+    - detectron2 whole model (default): needs ``cfg`` (the checkpoint's architecture and dataset,
+      e.g. configs/cityscapes_r52_dc5_d2.yaml); writes a pdlkit checkpoint that ``pdl eval`` /
+      ``pdl predict`` / ``pdl export`` take.
+    - ``backbone_only`` (detectron2 ``R-52.pkl``) or ``source_format="torchvision"``: writes a backbone
+      state dict for ``model.pretrained``; the backbone is ``backbone``, else ``cfg.model.backbone``,
+      else resnet52 for detectron2.
+    """
+    if source_format not in ("detectron2", "torchvision"):
+        raise PdlError(f"unknown source format {source_format!r}; expected detectron2 or torchvision")
+    if source_format == "torchvision" or backbone_only:
+        name = backbone or (cfg.model.backbone if cfg is not None else None)
+        if name is None:
+            if source_format == "torchvision":
+                raise PdlError("--from torchvision needs --config or --backbone to know which backbone it is")
+            name = "resnet52"
+        state, report = import_backbone_weights(source, name, source_format=source_format)
+        save_backbone_state(output, state)
+        return report
+    if cfg is None:
+        raise PdlError("importing a whole detectron2 model needs --config (e.g. configs/cityscapes_r52_dc5_d2.yaml)")
+    checkpoint, report = import_detectron2_model(source, cfg, spec_for(cfg.data))
+    save_checkpoint(output, checkpoint)
+    return report

@@ -59,7 +59,7 @@ do torchvision files converted by detectron2's ``convert-torchvision-to-d2.py`` 
 torchvision ImageNet files use pdlkit's own backbone names (``fc.*`` / ``classifier.*`` dropped).
 
 Input convention: the published checkpoints take RGB images normalised with mean (123.675, 116.28,
-103.53) and std (58.395, 57.12, 57.375) on 0-255 pixels (DESIGN.md §5, §6), pdlkit's defaults.
+103.53) and std (58.395, 57.12, 57.375) on 0-255 pixels (pdlkit's defaults).
 """
 from __future__ import annotations
 
@@ -68,12 +68,15 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 import torch
 
+from .. import __version__
 from ..errors import PdlError
+from ..fileio import atomic_write
+from .panoptic_deeplab import build_model
 
 __all__ = [
     "DROPPED_DETECTRON2_KEYS",
@@ -324,12 +327,9 @@ def import_detectron2_model(source_path: str | os.PathLike, cfg, spec) -> Tuple[
 
     ``cfg`` (:class:`pdlkit.config.Config`) must describe the checkpoint's architecture exactly (the
     ``configs/*_d2*.yaml`` files do); ``spec`` is the dataset spec it was trained on.  The returned
-    dict has DESIGN.md §3's ``model``, ``config``, ``dataset`` and ``pdlkit_version`` (plus
+    dict has the checkpoint keys ``model``, ``config``, ``dataset`` and ``pdlkit_version`` (plus
     ``imported_from``) and loads into ``build_model(cfg.model, spec.num_classes)`` with strict=True.
     """
-    from .. import __version__
-    from .panoptic_deeplab import build_model
-
     source_path = Path(source_path)
     source = read_detectron2_weights(source_path)
     if not any(k.startswith("sem_seg_head.") for k in source):
@@ -411,47 +411,6 @@ def import_backbone_weights(
 
 def save_backbone_state(path: str | os.PathLike, state: Mapping[str, torch.Tensor]) -> Path:
     """Write a backbone state dict atomically (temporary file + rename)."""
-    from ..fileio import atomic_write
-
     path = Path(path)
     atomic_write(path, lambda handle: torch.save(dict(state), handle), fsync=True)
     return path
-
-
-def import_weights_file(
-    source: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    source_format: str = "detectron2",
-    cfg=None,
-    backbone: Optional[str] = None,
-    backbone_only: bool = False,
-) -> ImportReport:
-    """``pdl weights import``: convert ``source`` and write ``output`` atomically.
-
-    - detectron2 whole model (default): needs ``cfg`` (the checkpoint's architecture and dataset,
-      e.g. configs/cityscapes_r52_dc5_d2.yaml); writes a pdlkit checkpoint that ``pdl eval`` /
-      ``pdl predict`` / ``pdl export`` take.
-    - ``backbone_only`` (detectron2 ``R-52.pkl``) or ``source_format="torchvision"``: writes a backbone
-      state dict for ``model.pretrained``; the backbone is ``backbone``, else ``cfg.model.backbone``,
-      else resnet52 for detectron2.
-    """
-    if source_format not in ("detectron2", "torchvision"):
-        raise PdlError(f"unknown source format {source_format!r}; expected detectron2 or torchvision")
-    if source_format == "torchvision" or backbone_only:
-        name = backbone or (cfg.model.backbone if cfg is not None else None)
-        if name is None:
-            if source_format == "torchvision":
-                raise PdlError("--from torchvision needs --config or --backbone to know which backbone it is")
-            name = "resnet52"
-        state, report = import_backbone_weights(source, name, source_format=source_format)
-        save_backbone_state(output, state)
-        return report
-    if cfg is None:
-        raise PdlError("importing a whole detectron2 model needs --config (e.g. configs/cityscapes_r52_dc5_d2.yaml)")
-    from ..checkpoint import save_checkpoint
-    from ..data.spec import spec_for
-
-    checkpoint, report = import_detectron2_model(source, cfg, spec_for(cfg.data))
-    save_checkpoint(output, checkpoint)
-    return report
