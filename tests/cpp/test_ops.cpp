@@ -148,7 +148,7 @@ void test_find_instance_centers() {
   const auto [centers, scores] = op.call(heatmap, /*threshold=*/0.1, /*nms_kernel=*/3, /*top_k=*/200);
   EXPECT(at::equal(centers, long_tensor({1, 1, 3, 5}, {2, 2})));
   EXPECT(close(scores, float_tensor({0.9f, 0.8f}, {2})));
-  // With top_k peaks surviving, only those above the top_k-th value are kept (DESIGN.md §4.2).
+  // With top_k peaks surviving, only those above the top_k-th value are kept (the top_k quirk, docs/ops.md).
   const auto [top_centers, top_scores] = op.call(heatmap.unsqueeze(0), 0.1, 3, 2);
   EXPECT(at::equal(top_centers, long_tensor({1, 1}, {1, 2})));
   EXPECT(close(top_scores, float_tensor({0.9f}, {1})));

@@ -37,8 +37,16 @@ inline float exp_nonpositive(float x) {
   return p * scale;
 }
 
+// True when one of the `lanes` labels is a thing class.
+inline bool any_thing(const int32_t* slot_of_class, const int32_t* labels, int lanes) {
+  bool any = false;
+  for (int lane = 0; lane < lanes; ++lane) any |= slot_of_class[labels[lane]] >= 0;
+  return any;
+}
+
 void argmax_softmax_scalar(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
-                           const uint8_t* sum_wanted, float* row_max, int32_t* row_arg, float* sums, float* probe) {
+                           const int32_t* slot_of_class, int64_t slots, int32_t* row_arg, float* probabilities,
+                           int64_t stride, float* probe) {
   for (int64_t x = 0; x < width; ++x) {
     float best = logits_row[x];
     int32_t best_channel = 0;
@@ -51,19 +59,17 @@ void argmax_softmax_scalar(const float* logits_row, int64_t plane, int64_t chann
       }
       check = check + v * 0.0f;
     }
-    row_max[x] = best;
     row_arg[x] = best_channel;
     probe[x] = check;
-    if (sum_wanted != nullptr && sum_wanted[best_channel]) {
-      float sum = 0.0f;
-      for (int64_t c = 0; c < channels; ++c) sum += exp_nonpositive(logits_row[c * plane + x] - best);
-      sums[x] = sum;
+    if (slot_of_class == nullptr || slot_of_class[best_channel] < 0) continue;
+    float sum = 0.0f;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float e = exp_nonpositive(logits_row[c * plane + x] - best);
+      sum += e;
+      if (slot_of_class[c] >= 0) probabilities[slot_of_class[c] * stride + x] = e;
     }
+    for (int64_t t = 0; t < slots; ++t) probabilities[t * stride + x] = probabilities[t * stride + x] / sum;
   }
-}
-
-void exp_in_place_scalar(float* values, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) values[i] = exp_nonpositive(values[i]);
 }
 
 // Index of the nearest center of each location (first on equal float32 distance).
@@ -108,8 +114,8 @@ PDL_TARGET_AVX2 inline __m256 exp_nonpositive_avx2(__m256 x) {
 // Blocks of 8 pixels: the argmax, then the denominators when any of the 8 needs one (lanes that
 // do not are computed and ignored: cheaper than gathering).
 PDL_TARGET_AVX2 void argmax_softmax_avx2(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
-                                         const uint8_t* sum_wanted, float* row_max, int32_t* row_arg, float* sums,
-                                         float* probe) {
+                                         const int32_t* slot_of_class, int64_t slots, int32_t* row_arg,
+                                         float* probabilities, int64_t stride, float* probe) {
   const __m256 zero = _mm256_setzero_ps();
   int64_t x = 0;
   for (; x + 8 <= width; x += 8) {
@@ -124,27 +130,24 @@ PDL_TARGET_AVX2 void argmax_softmax_avx2(const float* logits_row, int64_t plane,
           _mm256_blendv_epi8(best_channel, _mm256_set1_epi32(static_cast<int32_t>(c)), _mm256_castps_si256(greater));
       check = _mm256_add_ps(check, _mm256_mul_ps(v, zero));
     }
-    _mm256_storeu_ps(row_max + x, best);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(row_arg + x), best_channel);
     _mm256_storeu_ps(probe + x, check);
-    if (sum_wanted == nullptr) continue;
-    bool wanted = false;
-    for (int lane = 0; lane < 8; ++lane) wanted |= sum_wanted[row_arg[x + lane]] != 0;
-    if (!wanted) continue;
+    if (slot_of_class == nullptr || !any_thing(slot_of_class, row_arg + x, 8)) continue;
+    // Lanes that are no thing pixel are computed and ignored: cheaper than gathering.
     __m256 sum = _mm256_setzero_ps();
-    for (int64_t c = 0; c < channels; ++c)
-      sum = _mm256_add_ps(sum, exp_nonpositive_avx2(_mm256_sub_ps(_mm256_loadu_ps(logits_row + c * plane + x), best)));
-    _mm256_storeu_ps(sums + x, sum);
+    for (int64_t c = 0; c < channels; ++c) {
+      const __m256 e = exp_nonpositive_avx2(_mm256_sub_ps(_mm256_loadu_ps(logits_row + c * plane + x), best));
+      sum = _mm256_add_ps(sum, e);
+      if (slot_of_class[c] >= 0) _mm256_storeu_ps(probabilities + slot_of_class[c] * stride + x, e);
+    }
+    for (int64_t t = 0; t < slots; ++t) {
+      float* row = probabilities + t * stride + x;
+      _mm256_storeu_ps(row, _mm256_div_ps(_mm256_loadu_ps(row), sum));
+    }
   }
   if (x < width)
-    argmax_softmax_scalar(logits_row + x, plane, channels, width - x, sum_wanted, row_max + x, row_arg + x, sums + x,
-                          probe + x);
-}
-
-PDL_TARGET_AVX2 void exp_in_place_avx2(float* values, int64_t count) {
-  int64_t i = 0;
-  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(values + i, exp_nonpositive_avx2(_mm256_loadu_ps(values + i)));
-  exp_in_place_scalar(values + i, count - i);
+    argmax_softmax_scalar(logits_row + x, plane, channels, width - x, slot_of_class, slots, row_arg + x,
+                          probabilities + x, stride, probe + x);
 }
 
 // The same with 8 (AVX2) or 4 (SSE2) locations at a time; sqrt, mul, sub and add are IEEE
@@ -213,8 +216,8 @@ PDL_TARGET_AVX512 inline __m512 exp_nonpositive_avx512(__m512 x) {
 }
 
 PDL_TARGET_AVX512 void argmax_softmax_avx512(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
-                                             const uint8_t* sum_wanted, float* row_max, int32_t* row_arg, float* sums,
-                                             float* probe) {
+                                             const int32_t* slot_of_class, int64_t slots, int32_t* row_arg,
+                                             float* probabilities, int64_t stride, float* probe) {
   const __m512 zero = _mm512_setzero_ps();
   int64_t x = 0;
   for (; x + 16 <= width; x += 16) {
@@ -228,28 +231,23 @@ PDL_TARGET_AVX512 void argmax_softmax_avx512(const float* logits_row, int64_t pl
       best_channel = _mm512_mask_blend_epi32(greater, best_channel, _mm512_set1_epi32(static_cast<int32_t>(c)));
       check = _mm512_add_ps(check, _mm512_mul_ps(v, zero));
     }
-    _mm512_storeu_ps(row_max + x, best);
     _mm512_storeu_si512(row_arg + x, best_channel);
     _mm512_storeu_ps(probe + x, check);
-    if (sum_wanted == nullptr) continue;
-    bool wanted = false;
-    for (int lane = 0; lane < 16; ++lane) wanted |= sum_wanted[row_arg[x + lane]] != 0;
-    if (!wanted) continue;
+    if (slot_of_class == nullptr || !any_thing(slot_of_class, row_arg + x, 16)) continue;
     __m512 sum = _mm512_setzero_ps();
-    for (int64_t c = 0; c < channels; ++c)
-      sum =
-          _mm512_add_ps(sum, exp_nonpositive_avx512(_mm512_sub_ps(_mm512_loadu_ps(logits_row + c * plane + x), best)));
-    _mm512_storeu_ps(sums + x, sum);
+    for (int64_t c = 0; c < channels; ++c) {
+      const __m512 e = exp_nonpositive_avx512(_mm512_sub_ps(_mm512_loadu_ps(logits_row + c * plane + x), best));
+      sum = _mm512_add_ps(sum, e);
+      if (slot_of_class[c] >= 0) _mm512_storeu_ps(probabilities + slot_of_class[c] * stride + x, e);
+    }
+    for (int64_t t = 0; t < slots; ++t) {
+      float* row = probabilities + t * stride + x;
+      _mm512_storeu_ps(row, _mm512_div_ps(_mm512_loadu_ps(row), sum));
+    }
   }
   if (x < width)
-    argmax_softmax_avx2(logits_row + x, plane, channels, width - x, sum_wanted, row_max + x, row_arg + x, sums + x,
-                        probe + x);
-}
-
-PDL_TARGET_AVX512 void exp_in_place_avx512(float* values, int64_t count) {
-  int64_t i = 0;
-  for (; i + 16 <= count; i += 16) _mm512_storeu_ps(values + i, exp_nonpositive_avx512(_mm512_loadu_ps(values + i)));
-  exp_in_place_avx2(values + i, count - i);
+    argmax_softmax_avx2(logits_row + x, plane, channels, width - x, slot_of_class, slots, row_arg + x,
+                        probabilities + x, stride, probe + x);
 }
 
 PDL_TARGET_AVX512 void nearest_centers_avx512(const float* loc_y, const float* loc_x, int64_t count,
@@ -276,23 +274,19 @@ PDL_TARGET_AVX512 void nearest_centers_avx512(const float* loc_y, const float* l
 
 }  // namespace
 
-void argmax_softmax(const float* logits_row, int64_t plane, int64_t channels, int64_t width, const uint8_t* sum_wanted,
-                    float* row_max, int32_t* row_arg, float* sums, float* probe) {
+void argmax_softmax(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
+                    const int32_t* slot_of_class, int64_t slots, int32_t* row_arg, float* probabilities, int64_t stride,
+                    float* probe) {
 #if PDL_X86
   if (simd::has_avx512())
-    return argmax_softmax_avx512(logits_row, plane, channels, width, sum_wanted, row_max, row_arg, sums, probe);
+    return argmax_softmax_avx512(logits_row, plane, channels, width, slot_of_class, slots, row_arg, probabilities,
+                                 stride, probe);
   if (simd::has_avx2())
-    return argmax_softmax_avx2(logits_row, plane, channels, width, sum_wanted, row_max, row_arg, sums, probe);
+    return argmax_softmax_avx2(logits_row, plane, channels, width, slot_of_class, slots, row_arg, probabilities, stride,
+                               probe);
 #endif
-  argmax_softmax_scalar(logits_row, plane, channels, width, sum_wanted, row_max, row_arg, sums, probe);
-}
-
-void exp_in_place(float* values, int64_t count) {
-#if PDL_X86
-  if (simd::has_avx512()) return exp_in_place_avx512(values, count);
-  if (simd::has_avx2()) return exp_in_place_avx2(values, count);
-#endif
-  exp_in_place_scalar(values, count);
+  argmax_softmax_scalar(logits_row, plane, channels, width, slot_of_class, slots, row_arg, probabilities, stride,
+                        probe);
 }
 
 void nearest_centers(const float* loc_y, const float* loc_x, int64_t count, const float* center_y,

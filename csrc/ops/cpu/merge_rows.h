@@ -8,16 +8,15 @@
 namespace pdlkit {
 namespace merge_rows {
 
-// One row of logits [C planes of `plane` floats, row starting at logits_row]: argmax over the
-// planes (first maximum, as torch.argmax) into row_max / row_arg; for pixels whose class has
-// sum_wanted[class] set (sum_wanted may be null: none) the softmax denominator
-// sum_c exp(logit_c - max) into sums.  probe[x] accumulates logit * 0 over the rows: it stays 0
-// unless some logit is NaN or infinite.
-void argmax_softmax(const float* logits_row, int64_t plane, int64_t channels, int64_t width, const uint8_t* sum_wanted,
-                    float* row_max, int32_t* row_arg, float* sums, float* probe);
-
-// values[i] = exp(values[i]) for values <= 0, by the polynomial argmax_softmax uses.
-void exp_in_place(float* values, int64_t count);
+// One row of logits (C planes of `plane` floats, the row starting at logits_row): argmax over the
+// planes (first maximum, as torch.argmax) into row_arg.  When slot_of_class is not null, for the
+// pixels whose class has a slot t >= 0 (the thing classes), probabilities[t * stride + x] = the
+// softmax probability of the class of slot t, exp(logit - max) / sum_c exp(logit_c - max), for
+// every slot t < slots (other pixels' entries are left undefined).  probe[x] accumulates logit * 0
+// over the rows: it stays 0 unless some logit is NaN or infinite.
+void argmax_softmax(const float* logits_row, int64_t plane, int64_t channels, int64_t width,
+                    const int32_t* slot_of_class, int64_t slots, int32_t* row_arg, float* probabilities, int64_t stride,
+                    float* probe);
 
 // nearest[i] = index of the center nearest to (loc_y[i], loc_x[i]) by the float32 distance of
 // panoptic_merge.h (the first center on equal distance).
