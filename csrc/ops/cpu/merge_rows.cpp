@@ -37,6 +37,10 @@ inline float exp_nonpositive(float x) {
   return p * scale;
 }
 
+// How far ahead of the argmax loads each logit plane is prefetched (a prefetch never faults, so
+// reading past a plane's end is harmless).
+constexpr int64_t kPrefetchFloats = 256;
+
 // True when one of the `lanes` labels is a thing class.
 inline bool any_thing(const int32_t* slot_of_class, const int32_t* labels, int lanes) {
   bool any = false;
@@ -123,6 +127,7 @@ PDL_TARGET_AVX2 void argmax_softmax_avx2(const float* logits_row, int64_t plane,
     __m256i best_channel = _mm256_setzero_si256();
     __m256 check = _mm256_add_ps(_mm256_loadu_ps(probe + x), _mm256_mul_ps(best, zero));
     for (int64_t c = 1; c < channels; ++c) {
+      _mm_prefetch(reinterpret_cast<const char*>(logits_row + c * plane + x + kPrefetchFloats), _MM_HINT_T0);
       const __m256 v = _mm256_loadu_ps(logits_row + c * plane + x);
       const __m256 greater = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
       best = _mm256_blendv_ps(best, v, greater);
@@ -225,6 +230,8 @@ PDL_TARGET_AVX512 void argmax_softmax_avx512(const float* logits_row, int64_t pl
     __m512i best_channel = _mm512_setzero_si512();
     __m512 check = _mm512_add_ps(_mm512_loadu_ps(probe + x), _mm512_mul_ps(best, zero));
     for (int64_t c = 1; c < channels; ++c) {
+      // 16+ planes are more streams than the hardware prefetcher follows: fetch ahead by hand.
+      _mm_prefetch(reinterpret_cast<const char*>(logits_row + c * plane + x + kPrefetchFloats), _MM_HINT_T0);
       const __m512 v = _mm512_loadu_ps(logits_row + c * plane + x);
       const __mmask16 greater = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
       best = _mm512_mask_blend_ps(greater, best, v);

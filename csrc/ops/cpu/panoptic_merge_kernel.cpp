@@ -18,6 +18,7 @@
 
 #include "../panoptic_merge.h"
 #include "merge_rows.h"
+#include "simd.h"
 
 namespace pdlkit {
 namespace {
@@ -43,6 +44,30 @@ struct Pass1Chunk {
   VoteTotals totals;
   std::vector<double> slot_scores;  // [K, T]: per center, the summed probability of each thing class
 };
+
+// Simple loops that GCC vectorises by itself, cloned for AVX-512 / AVX2 / baseline and picked at
+// load time (integer moves and float multiplies / adds: the same results on every clone).
+#if PDL_X86 && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define PDL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef PDL_CLONES
+#define PDL_CLONES
+#endif
+
+// semantic[x] = labels[x] (int64), code[x] = -1 - labels[x] (no center yet).
+PDL_CLONES void widen_labels(const int32_t* labels, int64_t width, int64_t* semantic, int32_t* code) {
+  for (int64_t x = 0; x < width; ++x) {
+    semantic[x] = labels[x];
+    code[x] = -1 - labels[x];
+  }
+}
+
+// probe[x] accumulates oy * 0 + ox * 0: it stays 0 unless an offset is NaN or infinite.
+PDL_CLONES void probe_offsets(const float* oy, const float* ox, int64_t width, float* probe) {
+  for (int64_t x = 0; x < width; ++x) probe[x] = probe[x] + (oy[x] * 0.0f + ox[x] * 0.0f);
+}
 
 class CpuMerge final : public MergeKernels {
  public:
@@ -114,10 +139,7 @@ class CpuMerge final : public MergeKernels {
     const int32_t* labels = c.row_arg.data();
     int64_t* semantic_row = p_.semantic_out.data_ptr<int64_t>() + row_start;
     int32_t* code = code_.get() + row_start;
-    for (int64_t x = 0; x < width; ++x) {
-      semantic_row[x] = labels[x];
-      code[x] = -1 - labels[x];
-    }
+    widen_labels(labels, width, semantic_row, code);
     // Areas by runs of equal labels: one increment per run, not a chain of dependent updates.
     for (int64_t x = 0; x < width;) {
       int64_t run_end = x + 1;
@@ -127,7 +149,7 @@ class CpuMerge final : public MergeKernels {
     }
     const float* oy = p_.offsets.data_ptr<float>() + row_start;
     const float* ox = oy + pixels_;
-    for (int64_t x = 0; x < width; ++x) c.offset_probe[x] = c.offset_probe[x] + (oy[x] * 0.0f + ox[x] * 0.0f);
+    probe_offsets(oy, ox, width, c.offset_probe.data());
     if (p_.num_centers() > 0) group_row(y, oy, ox, c);
   }
 
@@ -136,12 +158,11 @@ class CpuMerge final : public MergeKernels {
     const int64_t slots = p_.slots();
     const int32_t* labels = c.row_arg.data();
     int64_t count = 0;
-    for (int64_t x = 0; x < p_.width; ++x) {
-      if (p_.slot_of_class[labels[x]] < 0) continue;
+    for (int64_t x = 0; x < p_.width; ++x) {  // branch-free compaction: thing pixels are scattered
       c.columns[count] = static_cast<int32_t>(x);
       c.loc_y[count] = offset_location(y, oy[x]);
       c.loc_x[count] = offset_location(x, ox[x]);
-      ++count;
+      count += p_.slot_of_class[labels[x]] >= 0;
     }
     if (count == 0) return;
     merge_rows::nearest_centers(c.loc_y.data(), c.loc_x.data(), count, p_.center_y.data(), p_.center_x.data(),
