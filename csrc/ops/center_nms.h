@@ -66,4 +66,11 @@ std::tuple<at::Tensor, at::Tensor> find_instance_centers(const at::Tensor& heatm
                                                          int64_t nms_kernel, int64_t top_k, c10::DeviceType device_type,
                                                          FindCentersFn find_centers);
 
+// The op's entry point for one device, registered by that device's kernel file.
+template <c10::DeviceType kDevice, FindCentersFn kFindCenters>
+std::tuple<at::Tensor, at::Tensor> find_instance_centers_on(const at::Tensor& heatmap, double threshold,
+                                                            int64_t nms_kernel, int64_t top_k) {
+  return find_instance_centers(heatmap, threshold, nms_kernel, top_k, kDevice, kFindCenters);
+}
+
 }  // namespace pdlkit

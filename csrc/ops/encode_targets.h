@@ -134,5 +134,18 @@ EncodeProblem prepare_encode(const at::Tensor& panoptic, const at::Tensor& segme
                              const EncodeParams& params);
 TargetOutputs run_encode(const EncodeProblem& problem, EncodeKernels& kernels);
 
+// The op's entry point for one device (Kernels: its EncodeKernels), registered by that device's
+// kernel file.
+template <c10::DeviceType kDevice, typename Kernels>
+TargetOutputs encode_targets_on(const at::Tensor& panoptic, const at::Tensor& segments, double sigma,
+                                int64_t ignore_label, int64_t small_instance_area, double small_instance_weight,
+                                bool ignore_stuff_in_offset, bool ignore_crowd_in_semantic) {
+  const EncodeProblem problem = prepare_encode(panoptic, segments, kDevice,
+                                               {sigma, ignore_label, small_instance_area, small_instance_weight,
+                                                ignore_stuff_in_offset, ignore_crowd_in_semantic});
+  Kernels kernels(problem);
+  return run_encode(problem, kernels);
+}
+
 }  // namespace targets
 }  // namespace pdlkit

@@ -103,4 +103,16 @@ MergeProblem prepare_merge(const at::Tensor& semantic, const at::Tensor& center_
 // Pass 1, instance resolution, pass 2 and the per-instance outputs.
 MergeOutputs run_merge(const MergeProblem& problem, MergeKernels& kernels);
 
+// The op's entry point for one device (Kernels: its MergeKernels), registered by that device's
+// kernel file.
+template <c10::DeviceType kDevice, FindCentersFn kFindCenters, typename Kernels>
+MergeOutputs panoptic_merge_on(const at::Tensor& semantic, const at::Tensor& center_heatmap, const at::Tensor& offsets,
+                               at::IntArrayRef thing_ids, int64_t label_divisor, int64_t stuff_area, int64_t void_label,
+                               double threshold, int64_t nms_kernel, int64_t top_k) {
+  const MergeProblem problem = prepare_merge(semantic, center_heatmap, offsets, thing_ids, label_divisor, stuff_area,
+                                             void_label, threshold, nms_kernel, top_k, kDevice, kFindCenters);
+  Kernels kernels(problem);
+  return run_merge(problem, kernels);
+}
+
 }  // namespace pdlkit

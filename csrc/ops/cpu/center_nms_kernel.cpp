@@ -197,14 +197,8 @@ std::vector<CenterCandidate> find_centers_cpu(const at::Tensor& heatmap_2d, floa
                             top_k, pixels);
 }
 
-namespace {
-
-std::tuple<at::Tensor, at::Tensor> find_instance_centers_cpu(const at::Tensor& heatmap, double threshold,
-                                                             int64_t nms_kernel, int64_t top_k) {
-  return find_instance_centers(heatmap, threshold, nms_kernel, top_k, c10::DeviceType::CPU, &find_centers_cpu);
-}
-
-}  // namespace
 }  // namespace pdlkit
 
-TORCH_LIBRARY_IMPL(pdlkit, CPU, m) { m.impl("find_instance_centers", &pdlkit::find_instance_centers_cpu); }
+TORCH_LIBRARY_IMPL(pdlkit, CPU, m) {
+  m.impl("find_instance_centers", &pdlkit::find_instance_centers_on<c10::DeviceType::CPU, &pdlkit::find_centers_cpu>);
+}

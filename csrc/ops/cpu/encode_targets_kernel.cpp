@@ -222,19 +222,9 @@ class CpuEncoder final : public EncodeKernels {
   SegmentLookup lookup_;
 };
 
-targets::TargetOutputs encode_targets_cpu(const at::Tensor& panoptic, const at::Tensor& segments, double sigma,
-                                          int64_t ignore_label, int64_t small_instance_area,
-                                          double small_instance_weight, bool ignore_stuff_in_offset,
-                                          bool ignore_crowd_in_semantic) {
-  const EncodeProblem problem =
-      targets::prepare_encode(panoptic, segments, c10::DeviceType::CPU,
-                              {sigma, ignore_label, small_instance_area, small_instance_weight, ignore_stuff_in_offset,
-                               ignore_crowd_in_semantic});
-  CpuEncoder encoder(problem);
-  return targets::run_encode(problem, encoder);
-}
-
 }  // namespace
 }  // namespace pdlkit
 
-TORCH_LIBRARY_IMPL(pdlkit, CPU, m) { m.impl("encode_targets", &pdlkit::encode_targets_cpu); }
+TORCH_LIBRARY_IMPL(pdlkit, CPU, m) {
+  m.impl("encode_targets", &pdlkit::targets::encode_targets_on<c10::DeviceType::CPU, pdlkit::CpuEncoder>);
+}

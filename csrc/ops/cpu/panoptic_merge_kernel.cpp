@@ -203,17 +203,10 @@ class CpuMerge final : public MergeKernels {
   std::vector<double> slot_scores_;
 };
 
-MergeOutputs panoptic_merge_cpu(const at::Tensor& semantic, const at::Tensor& center_heatmap, const at::Tensor& offsets,
-                                at::IntArrayRef thing_ids, int64_t label_divisor, int64_t stuff_area,
-                                int64_t void_label, double threshold, int64_t nms_kernel, int64_t top_k) {
-  const MergeProblem problem =
-      prepare_merge(semantic, center_heatmap, offsets, thing_ids, label_divisor, stuff_area, void_label, threshold,
-                    nms_kernel, top_k, c10::DeviceType::CPU, &find_centers_cpu);
-  CpuMerge kernels(problem);
-  return run_merge(problem, kernels);
-}
-
 }  // namespace
 }  // namespace pdlkit
 
-TORCH_LIBRARY_IMPL(pdlkit, CPU, m) { m.impl("panoptic_merge", &pdlkit::panoptic_merge_cpu); }
+TORCH_LIBRARY_IMPL(pdlkit, CPU, m) {
+  m.impl("panoptic_merge",
+         &pdlkit::panoptic_merge_on<c10::DeviceType::CPU, &pdlkit::find_centers_cpu, pdlkit::CpuMerge>);
+}

@@ -54,16 +54,10 @@ std::vector<CenterCandidate> find_centers_cuda(const at::Tensor& heatmap, float 
   return select_top_centers(std::move(candidates), top_k, pixels);
 }
 
-namespace {
-
-std::tuple<at::Tensor, at::Tensor> find_instance_centers_cuda(const at::Tensor& heatmap, double threshold,
-                                                              int64_t nms_kernel, int64_t top_k) {
-  return find_instance_centers(heatmap, threshold, nms_kernel, top_k, c10::DeviceType::CUDA, &find_centers_cuda);
-}
-
-}  // namespace
 }  // namespace pdlkit
 
-TORCH_LIBRARY_IMPL(pdlkit, CUDA, m) { m.impl("find_instance_centers", &pdlkit::find_instance_centers_cuda); }
+TORCH_LIBRARY_IMPL(pdlkit, CUDA, m) {
+  m.impl("find_instance_centers", &pdlkit::find_instance_centers_on<c10::DeviceType::CUDA, &pdlkit::find_centers_cuda>);
+}
 
 #endif  // PDL_WITH_CUDA

@@ -163,7 +163,8 @@ class DeviceSegmentLookup {
 class CudaEncoder final : public EncodeKernels {
  public:
   explicit CudaEncoder(const EncodeProblem& problem)
-      : p_(problem),
+      : guard_(problem.panoptic.device()),
+        p_(problem),
         lookup_(problem.table, problem.panoptic.device()),
         segment_of_pixel_(at::empty({problem.height * problem.width}, problem.panoptic.options().dtype(at::kInt))) {}
 
@@ -215,27 +216,17 @@ class CudaEncoder final : public EncodeKernels {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
+  const c10::cuda::CUDAGuard guard_;  // kernels launch on the inputs' GPU
   const EncodeProblem& p_;
   DeviceSegmentLookup lookup_;
   at::Tensor segment_of_pixel_;
 };
 
-targets::TargetOutputs encode_targets_cuda(const at::Tensor& panoptic, const at::Tensor& segments, double sigma,
-                                           int64_t ignore_label, int64_t small_instance_area,
-                                           double small_instance_weight, bool ignore_stuff_in_offset,
-                                           bool ignore_crowd_in_semantic) {
-  const c10::cuda::CUDAGuard device_guard(panoptic.device());
-  const EncodeProblem problem =
-      targets::prepare_encode(panoptic, segments, c10::DeviceType::CUDA,
-                              {sigma, ignore_label, small_instance_area, small_instance_weight, ignore_stuff_in_offset,
-                               ignore_crowd_in_semantic});
-  CudaEncoder encoder(problem);
-  return targets::run_encode(problem, encoder);
-}
-
 }  // namespace
 }  // namespace pdlkit
 
-TORCH_LIBRARY_IMPL(pdlkit, CUDA, m) { m.impl("encode_targets", &pdlkit::encode_targets_cuda); }
+TORCH_LIBRARY_IMPL(pdlkit, CUDA, m) {
+  m.impl("encode_targets", &pdlkit::targets::encode_targets_on<c10::DeviceType::CUDA, pdlkit::CudaEncoder>);
+}
 
 #endif  // PDL_WITH_CUDA

@@ -149,7 +149,8 @@ __global__ void merge_pass2_kernel(const float* __restrict__ logits, int64_t pix
 class CudaMerge final : public MergeKernels {
  public:
   explicit CudaMerge(const MergeProblem& problem)
-      : p_(problem),
+      : guard_(problem.semantic.device()),
+        p_(problem),
         pixels_(problem.height * problem.width),
         options_(problem.semantic.options()),
         nearest_(at::empty({problem.num_centers() > 0 ? pixels_ : 0}, options_.dtype(at::kInt))),
@@ -208,27 +209,19 @@ class CudaMerge final : public MergeKernels {
  private:
   static cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
 
+  const c10::cuda::CUDAGuard guard_;  // kernels launch on the inputs' GPU
   const MergeProblem& p_;
   const int64_t pixels_;
   const at::TensorOptions options_;
   at::Tensor nearest_, pixel_max_, pixel_sum_;
 };
 
-MergeOutputs panoptic_merge_cuda(const at::Tensor& semantic, const at::Tensor& center_heatmap,
-                                 const at::Tensor& offsets, at::IntArrayRef thing_ids, int64_t label_divisor,
-                                 int64_t stuff_area, int64_t void_label, double threshold, int64_t nms_kernel,
-                                 int64_t top_k) {
-  const c10::cuda::CUDAGuard guard(semantic.device());
-  const MergeProblem problem =
-      prepare_merge(semantic, center_heatmap, offsets, thing_ids, label_divisor, stuff_area, void_label, threshold,
-                    nms_kernel, top_k, c10::DeviceType::CUDA, &find_centers_cuda);
-  CudaMerge kernels(problem);
-  return run_merge(problem, kernels);
-}
-
 }  // namespace
 }  // namespace pdlkit
 
-TORCH_LIBRARY_IMPL(pdlkit, CUDA, m) { m.impl("panoptic_merge", &pdlkit::panoptic_merge_cuda); }
+TORCH_LIBRARY_IMPL(pdlkit, CUDA, m) {
+  m.impl("panoptic_merge",
+         &pdlkit::panoptic_merge_on<c10::DeviceType::CUDA, &pdlkit::find_centers_cuda, pdlkit::CudaMerge>);
+}
 
 #endif  // PDL_WITH_CUDA
