@@ -61,16 +61,17 @@ def extension():
     # -fopenmp: at::parallel_for is inline and runs serially unless this library is built with
     # OpenMP (torch's own libgomp.so.1, already loaded by torch, serves both).
     link_args = ["-fopenmp", "-Wl,-rpath," + os.path.join(os.path.dirname(torch.__file__), "lib")]
-    cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    # csrc/module.cpp, csrc/ops/<op>.cpp (schema + host flow), csrc/ops/cpu/*.cpp, csrc/ops/cuda/*.cu
+    cpp_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
     cuda = with_cuda()
-    # -ffp-contract=off: no fused multiply-add, so distances round as in the reference (DESIGN §4.3).
+    # -ffp-contract=off: no fused multiply-add, so distances round as in the reference (docs/ops.md).
     cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wno-unused-function"]
     if not cuda:
         return CppExtension(
             "pdlkit._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_args
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-    cuda_sources = sorted(glob.glob(os.path.join("csrc", "*.cu")))
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
     return CUDAExtension(
         "pdlkit._C",
         cpp_sources + cuda_sources,

@@ -8,11 +8,7 @@
 extern "C" {
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT,
-      "_C",
-      "pdlkit native ops (registered as torch.ops.pdlkit.*)",
-      -1,
-      nullptr,
+      PyModuleDef_HEAD_INIT, "_C", "pdlkit native ops (registered as torch.ops.pdlkit.*)", -1, nullptr,
   };
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;

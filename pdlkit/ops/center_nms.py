@@ -1,4 +1,4 @@
-"""Instance-center NMS on the predicted center heatmap (DESIGN.md §4.2).
+"""Instance-center NMS on the predicted center heatmap (semantics: docs/ops.md).
 
 Semantics (those of detectron2's Panoptic-DeepLab ``find_instance_center``): values ``<= threshold``
 become -1; a pixel survives when it equals the maximum of its ``nms_kernel x nms_kernel`` window
@@ -74,12 +74,12 @@ def find_instance_centers(
         heatmap values at the centers), on the heatmap's device.
     """
     check_nms_params(threshold, nms_kernel, top_k)
-    native = use_native(backend)
-    # The native op checks for NaN while it reads the heatmap; the reference needs its own pass.
-    heatmap = heatmap_2d(heatmap, check_values=not native)
+    heatmap = heatmap_2d(heatmap, check_values=False)
+    native = use_native(backend, heatmap.device)
     if native:
+        # The native op checks for NaN while it reads the heatmap; the reference needs its own pass.
         return torch.ops.pdlkit.find_instance_centers(heatmap, float(threshold), nms_kernel, top_k)
-    return _reference_2d(heatmap, float(threshold), nms_kernel, top_k)
+    return _reference_2d(heatmap_2d(heatmap), float(threshold), nms_kernel, top_k)
 
 
 def find_instance_centers_reference(

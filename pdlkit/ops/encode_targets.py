@@ -1,4 +1,4 @@
-"""Panoptic-DeepLab training targets from a panoptic id map (DESIGN.md §4.1).
+"""Panoptic-DeepLab training targets from a panoptic id map (semantics: docs/ops.md).
 
 ``encode_targets`` runs the native op (``torch.ops.pdlkit.encode_targets``, CPU and CUDA) or the
 pure-torch ``encode_targets_reference``; both check their arguments with the same code, so bad input
@@ -29,6 +29,10 @@ TARGET_KEYS = (
 )
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# sigma outside this range (pixels) is refused by both backends: below it, 2σ² underflows in float64
+# (0 / 0 at the window's middle); above it, the window's coordinates (~3σ) stop being exact float64
+# integers.  Either way the numbers would depend on evaluation details, not on the definition.
+MIN_SIGMA, MAX_SIGMA = 1e-6, 1e12
 _SEGMENT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
@@ -78,8 +82,8 @@ def _check_arguments(panoptic, segments, sigma, ignore_label, small_instance_are
             f"panoptic (on {panoptic.device}) and segments (on {segments.device}) must be on the same device"
         )
     sigma = _real(sigma, "sigma")
-    if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if not MIN_SIGMA <= sigma <= MAX_SIGMA:
+        raise ValueError(f"sigma must be between {MIN_SIGMA:g} and {MAX_SIGMA:g} pixels, got {sigma:g}")
     ignore_label = _integer(ignore_label, "ignore_label")
     small_instance_area = _integer(small_instance_area, "small_instance_area")
     if small_instance_area < 0:
@@ -89,7 +93,13 @@ def _check_arguments(panoptic, segments, sigma, ignore_label, small_instance_are
     ignore_crowd_in_semantic = _flag(ignore_crowd_in_semantic, "ignore_crowd_in_semantic")
 
     segments = segments.to(torch.int64)
-    rows = segments.cpu()  # [S, 4]: small; one copy checks values on any device
+    _check_segment_rows(segments.cpu(), ignore_label)
+    return segments, (sigma, ignore_label, small_instance_area, small_instance_weight,
+                      ignore_stuff_in_offset, ignore_crowd_in_semantic)
+
+
+def _check_segment_rows(rows: torch.Tensor, ignore_label: int) -> None:
+    """Values of ``segments`` rows ([S, 4] int64 on the CPU: small; one copy checks any device)."""
     ids, train_ids, is_thing, is_crowd = rows.unbind(1)
     bad = ((train_ids < 0) | (train_ids > 255)).nonzero()
     if len(bad):
@@ -115,22 +125,6 @@ def _check_arguments(panoptic, segments, sigma, ignore_label, small_instance_are
                 f"segments: id {int(sorted_ids[k])} appears more than once "
                 f"(rows {int(order[k])} and {int(order[k + 1])})"
             )
-    return segments, (sigma, ignore_label, small_instance_area, small_instance_weight,
-                      ignore_stuff_in_offset, ignore_crowd_in_semantic)
-
-
-def _native_handles(device: torch.device, backend: str) -> bool:
-    if not use_native(backend):
-        return False
-    if device.type == "cpu":
-        return True
-    import pdlkit._C as native
-
-    if device.type == "cuda" and native.with_cuda:
-        return True
-    if backend == "native":
-        raise RuntimeError(f"pdlkit._C has no encode_targets kernel for {device} (built without CUDA?)")
-    return False
 
 
 def encode_targets(panoptic: torch.Tensor, segments: torch.Tensor, *, sigma: float = 8.0,
@@ -144,7 +138,8 @@ def encode_targets(panoptic: torch.Tensor, segments: torch.Tensor, *, sigma: flo
             unlabelled.
         segments: [S, 4] integer rows (id, train_id, is_thing, iscrowd), ids unique, train ids in
             0..255 and not ``ignore_label``; an id absent from ``panoptic`` is a segment without pixels.
-        sigma: standard deviation of the center Gaussian, in pixels (window (6σ+3)²).
+        sigma: standard deviation of the center Gaussian, in pixels (window (6σ+3)²), in
+            [1e-6, 1e12].
         ignore_label: semantic label of unlabelled pixels (and of crowd pixels when
             ``ignore_crowd_in_semantic``).
         small_instance_area, small_instance_weight: thing segments with fewer pixels get this
@@ -163,7 +158,7 @@ def encode_targets(panoptic: torch.Tensor, segments: torch.Tensor, *, sigma: flo
     segments, scalars = _check_arguments(panoptic, segments, sigma, ignore_label, small_instance_area,
                                          small_instance_weight, ignore_stuff_in_offset,
                                          ignore_crowd_in_semantic)
-    if not _native_handles(panoptic.device, backend):
+    if not use_native(backend, panoptic.device):
         return _encode_reference(panoptic, segments, *scalars)
     outputs = torch.ops.pdlkit.encode_targets(panoptic, segments, *scalars)
     return dict(zip(TARGET_KEYS, outputs))

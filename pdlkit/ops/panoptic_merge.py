@@ -1,4 +1,4 @@
-"""Grouping thing pixels to instance centers and the majority-vote panoptic merge (DESIGN.md §4.3).
+"""Grouping thing pixels to instance centers and the majority-vote panoptic merge (docs/ops.md).
 
 Semantics (those of detectron2's Panoptic-DeepLab post-processing):
 
@@ -182,7 +182,7 @@ def panoptic_merge(
 
     Inputs may have any memory layout and must share one device. Returns a :class:`PanopticResult`.
     """
-    native = use_native(backend)
+    native = use_native(backend, semantic.device if isinstance(semantic, torch.Tensor) else "cpu")
     semantic, heatmap, offsets, things, label_divisor, void_label = _validate(
         semantic, center_heatmap, offsets, thing_ids, label_divisor, stuff_area, void_label,
         threshold, nms_kernel, top_k, check_values=not native)
@@ -231,7 +231,11 @@ def _nearest_center(centers: torch.Tensor, offsets: torch.Tensor) -> torch.Tenso
         cx = centers_f[start:start + chunk, 1, None, None]
         dy = cy - loc_y
         dx = cx - loc_x
-        distance = torch.sqrt(dy * dy + dx * dx)
+        # The native op's float32 distance: products and sum rounded to float32 (no FMA), then the
+        # correctly rounded float32 square root.  torch's float32 sqrt need not be correctly
+        # rounded; the float64 root rounded to float32 is (53 >= 2 * 24 + 2 bits: double rounding
+        # of a square root is innocuous).
+        distance = torch.sqrt((dy * dy + dx * dx).double()).float()
         chunk_min, chunk_index = torch.min(distance, dim=0)  # first minimum within the chunk
         closer = chunk_min < best_distance  # strict: an earlier chunk wins ties
         if start == 0:
@@ -334,6 +338,7 @@ def panoptic_merge_batched(
         shape = tuple(offsets.shape) if isinstance(offsets, torch.Tensor) else type(offsets).__name__
         raise ValueError(f"offsets must be [N, 2, H, W], got {shape}")
     batch = semantic.shape[0]
+    thing_ids = _thing_id_list(thing_ids)  # once: a generator would be spent after the first image
     for name, tensor in (("center_heatmap", heatmaps), ("offsets", offsets)):
         if tensor.shape[0] != batch:
             raise ValueError(f"{name} holds {tensor.shape[0]} images, semantic holds {batch}")

@@ -16,12 +16,12 @@ namespace {
 
 int failures = 0;
 
-#define EXPECT(condition)                                                                 \
-  do {                                                                                    \
-    if (!(condition)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #condition);       \
-      ++failures;                                                                         \
-    }                                                                                     \
+#define EXPECT(condition)                                                           \
+  do {                                                                              \
+    if (!(condition)) {                                                             \
+      std::fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #condition); \
+      ++failures;                                                                   \
+    }                                                                               \
   } while (0)
 
 // The error must be a c10::Error whose message contains `needle`.
@@ -56,10 +56,10 @@ using Targets = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::T
 
 Targets encode_targets(const at::Tensor& panoptic, const at::Tensor& segments, double sigma,
                        int64_t small_instance_area) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("pdlkit::encode_targets", "")
-                       .typed<Targets(const at::Tensor&, const at::Tensor&, double, int64_t, int64_t,
-                                      double, bool, bool)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("pdlkit::encode_targets", "")
+          .typed<Targets(const at::Tensor&, const at::Tensor&, double, int64_t, int64_t, double, bool, bool)>();
   return op.call(panoptic, segments, sigma, /*ignore_label=*/255, small_instance_area,
                  /*small_instance_weight=*/3.0, /*ignore_stuff_in_offset=*/true,
                  /*ignore_crowd_in_semantic=*/false);
@@ -76,13 +76,13 @@ void test_encode_targets() {
                                           {5, 5});
   const at::Tensor segments = long_tensor({1, 0, 0, 0, 5, 13, 1, 0, 9, 11, 1, 1}, {3, 4});
   for (const at::Tensor& ids : {panoptic, panoptic.to(at::kInt)}) {
-    const auto [semantic, center, center_points, offset, semantic_weights, center_weights,
-                offset_weights] = encode_targets(ids, segments, /*sigma=*/1.0, /*small_instance_area=*/5);
-    EXPECT(at::equal(semantic, long_tensor({0, 0, 0, 0, 0,     //
-                                            0, 13, 13, 0, 255,  //
-                                            0, 13, 13, 0, 255,  //
-                                            11, 11, 0, 0, 0,    //
-                                            11, 11, 0, 0, 0},
+    const auto [semantic, center, center_points, offset, semantic_weights, center_weights, offset_weights] =
+        encode_targets(ids, segments, /*sigma=*/1.0, /*small_instance_area=*/5);
+    EXPECT(at::equal(semantic, long_tensor({0,  0,  0,  0, 0,    //
+                                            0,  13, 13, 0, 255,  //
+                                            0,  13, 13, 0, 255,  //
+                                            11, 11, 0,  0, 0,    //
+                                            11, 11, 0,  0, 0},
                                            {5, 5})));
     EXPECT(close(center_points, float_tensor({1.5f, 1.5f, 3.5f, 0.5f}, {2, 2})));
     EXPECT(close(semantic_weights, float_tensor({1, 1, 1, 1, 1,  //
@@ -104,16 +104,16 @@ void test_encode_targets() {
                                                0, 0, 0, 0, 0},
                                               {5, 5})));
     const float h = 0.5f;
-    EXPECT(close(offset, float_tensor({0, 0, 0, 0, 0,     //
-                                       0, h, h, 0, 0,     //
-                                       0, -h, -h, 0, 0,   //
-                                       h, h, 0, 0, 0,     //
-                                       -h, -h, 0, 0, 0,   //
-                                       0, 0, 0, 0, 0,     //
-                                       0, h, -h, 0, 0,    //
-                                       0, h, -h, 0, 0,    //
-                                       h, -h, 0, 0, 0,    //
-                                       h, -h, 0, 0, 0},
+    EXPECT(close(offset, float_tensor({0,  0,  0,  0, 0,  //
+                                       0,  h,  h,  0, 0,  //
+                                       0,  -h, -h, 0, 0,  //
+                                       h,  h,  0,  0, 0,  //
+                                       -h, -h, 0,  0, 0,  //
+                                       0,  0,  0,  0, 0,  //
+                                       0,  h,  -h, 0, 0,  //
+                                       0,  h,  -h, 0, 0,  //
+                                       h,  -h, 0,  0, 0,  //
+                                       h,  -h, 0,  0, 0},
                                       {2, 5, 5})));
     // Peaks at the centers rounded half to even, (2, 2) and (4, 0): exp(-d²/2) for the nearest.
     const std::vector<int> nearest_squared_distance = {8, 5, 4, 5, 8, 5, 2, 1, 2, 5, 4, 1, 0,
@@ -128,10 +128,9 @@ void test_encode_targets() {
 
   expect_error([&] { encode_targets(panoptic, long_tensor({5, 1, 1, 0, 5, 2, 0, 0}, {2, 4}), 8.0, 0); },
                "appears more than once", __LINE__);
-  expect_error([&] { encode_targets(panoptic.to(at::kFloat), segments, 8.0, 0); },
-               "panoptic must be int32 or int64", __LINE__);
-  expect_error([&] { encode_targets(panoptic, segments.narrow(1, 0, 3), 8.0, 0); }, "segments has 3 columns",
+  expect_error([&] { encode_targets(panoptic.to(at::kFloat), segments, 8.0, 0); }, "panoptic must be int32 or int64",
                __LINE__);
+  expect_error([&] { encode_targets(panoptic, segments.narrow(1, 0, 3), 8.0, 0); }, "segments has 3 columns", __LINE__);
   expect_error([&] { encode_targets(panoptic, segments, 0.0, 0); }, "sigma", __LINE__);
 }
 
@@ -143,28 +142,27 @@ void test_find_instance_centers() {
                        .typed<Centers(const at::Tensor&, double, int64_t, int64_t)>();
   at::Tensor heatmap = at::zeros({5, 7}, at::kFloat);
   heatmap[1][1] = 0.9f;
-  heatmap[1][2] = 0.5f;   // inside the 3x3 window of (1, 1): suppressed
+  heatmap[1][2] = 0.5f;  // inside the 3x3 window of (1, 1): suppressed
   heatmap[3][5] = 0.8f;
   heatmap[4][0] = 0.05f;  // below the threshold
   const auto [centers, scores] = op.call(heatmap, /*threshold=*/0.1, /*nms_kernel=*/3, /*top_k=*/200);
   EXPECT(at::equal(centers, long_tensor({1, 1, 3, 5}, {2, 2})));
   EXPECT(close(scores, float_tensor({0.9f, 0.8f}, {2})));
-  // With top_k peaks surviving, only those above the top_k-th value are kept (DESIGN.md §4.2).
+  // With top_k peaks surviving, only those above the top_k-th value are kept (the top_k quirk, docs/ops.md).
   const auto [top_centers, top_scores] = op.call(heatmap.unsqueeze(0), 0.1, 3, 2);
   EXPECT(at::equal(top_centers, long_tensor({1, 1}, {1, 2})));
   EXPECT(close(top_scores, float_tensor({0.9f}, {1})));
   expect_error([&] { op.call(heatmap, 0.1, 4, 200); }, "nms_kernel", __LINE__);
 }
 
-using Merged = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                          at::Tensor, at::Tensor>;
+using Merged =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 void test_panoptic_merge() {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("pdlkit::panoptic_merge", "")
-                       .typed<Merged(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                     c10::ArrayRef<int64_t>, int64_t, int64_t, int64_t, double, int64_t,
-                                     int64_t)>();
+                       .typed<Merged(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::ArrayRef<int64_t>,
+                                     int64_t, int64_t, int64_t, double, int64_t, int64_t)>();
   // Left half class 1 (a thing), right half class 0 (stuff); one center at (1, 1); zero offsets.
   const at::Tensor labels = long_tensor({1, 1, 1, 0, 0, 0,  //
                                          1, 1, 1, 0, 0, 0,  //
@@ -183,7 +181,7 @@ void test_panoptic_merge() {
                                                              1001, 1001, 1001, 0, 0, 0,  //
                                                              1001, 1001, 1001, 0, 0, 0},
                                         at::kInt)
-                                  .view({4, 6})));
+                                 .view({4, 6})));
   EXPECT(at::equal(semantic, labels));
   EXPECT(at::equal(ids, long_tensor({1001}, {1})));
   EXPECT(at::equal(classes, long_tensor({1}, {1})));

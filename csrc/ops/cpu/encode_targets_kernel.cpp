@@ -1,5 +1,4 @@
-// Panoptic-DeepLab target encoding on the CPU (DESIGN.md §4.1), registered as
-// torch.ops.pdlkit.encode_targets.
+// Panoptic-DeepLab target encoding on the CPU: the two device passes of encode_targets' host flow.
 //
 // Two passes over the id map, both parallel over rows and both walking runs of equal ids (panoptic
 // maps are mostly long runs, so the id -> segment lookup happens once per run, not per pixel):
@@ -15,13 +14,13 @@
 #include <tuple>
 #include <vector>
 
-#include "checks.h"
-#include "encode_targets.h"
+#include "../encode_targets.h"
 
 namespace pdlkit {
 namespace {
 
-using targets::EncodeParams;
+using targets::EncodeKernels;
+using targets::EncodeProblem;
 using targets::InstanceWindow;
 using targets::SegmentSummary;
 using targets::SegmentTable;
@@ -74,14 +73,10 @@ inline void for_each_run(const id_t* row, int64_t width, const SegmentLookup& lo
   }
 }
 
-// Pixel counts and coordinate sums per segment, in three arrays of S + 1 (the last: unlabelled).
-struct SegmentSums {
-  std::vector<int64_t> pixel_counts, sum_y, sum_x;
-};
-
+// Pixel counts, sums of y and sums of x per segment: 3 * (S + 1) values (slot S: unlabelled).
 template <typename id_t>
-SegmentSums accumulate_segments(const id_t* ids, int64_t height, int64_t width,
-                                const SegmentLookup& lookup, int64_t num_segments) {
+std::vector<int64_t> accumulate_segments(const id_t* ids, int64_t height, int64_t width, const SegmentLookup& lookup,
+                                         int64_t num_segments) {
   const int64_t slots = num_segments + 1;
   // Fixed row chunks, each with its own accumulators: no sharing, and integer sums are exact, so the
   // merged totals do not depend on how chunks are scheduled.
@@ -104,17 +99,10 @@ SegmentSums accumulate_segments(const id_t* ids, int64_t height, int64_t width,
       }
     }
   });
-  SegmentSums sums;
-  sums.pixel_counts.assign(slots, 0);
-  sums.sum_y.assign(slots, 0);
-  sums.sum_x.assign(slots, 0);
+  std::vector<int64_t> sums(static_cast<size_t>(3 * slots), 0);
   for (int64_t chunk = 0; chunk < num_chunks; ++chunk) {
     const int64_t* counts = partial.data() + chunk * slots * 3;
-    for (int64_t s = 0; s < slots; ++s) {
-      sums.pixel_counts[s] += counts[s];
-      sums.sum_y[s] += counts[slots + s];
-      sums.sum_x[s] += counts[2 * slots + s];
-    }
+    for (int64_t i = 0; i < 3 * slots; ++i) sums[i] += counts[i];
   }
   return sums;
 }
@@ -124,21 +112,14 @@ SegmentSums accumulate_segments(const id_t* ids, int64_t height, int64_t width,
 // computed on the fly (a huge σ on a small image).  Both give identical values.
 class GaussianPaster {
  public:
-  GaussianPaster(const std::vector<double>& centers, double sigma, int64_t height, int64_t width)
-      : mid_(3 * sigma + 1), two_sigma_sq_(2 * (sigma * sigma)) {
-    const size_t count = centers.size() / 2;
+  GaussianPaster(const std::vector<InstanceWindow>& windows, double sigma)
+      : mid_(3 * sigma + 1), two_sigma_sq_(2 * (sigma * sigma)), windows_(windows) {
     double touched_cells = 0, extent = 0;
-    for (size_t k = 0; k < count; ++k) {
-      InstanceWindow window;
-      if (!targets::instance_window(centers[2 * k], centers[2 * k + 1], sigma, height, width,
-                                    &window)) {
-        continue;
-      }
-      windows_.push_back(window);
+    for (const InstanceWindow& window : windows_) {
       touched_cells += static_cast<double>(window.row_end - window.row_begin) *
                        static_cast<double>(window.col_end - window.col_begin);
-      extent = std::max(extent, static_cast<double>(std::max(window.row_end - window.top,
-                                                             window.col_end - window.left)));
+      extent =
+          std::max(extent, static_cast<double>(std::max(window.row_end - window.top, window.col_end - window.left)));
     }
     if (!windows_.empty() && extent * extent <= touched_cells) {
       table_size_ = static_cast<int64_t>(extent);
@@ -146,8 +127,8 @@ class GaussianPaster {
       at::parallel_for(0, table_size_, 16, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           for (int64_t j = 0; j < table_size_; ++j) {
-            table_[i * table_size_ + j] = static_cast<float>(targets::gaussian_cell(
-                static_cast<double>(i), static_cast<double>(j), mid_, two_sigma_sq_));
+            table_[i * table_size_ + j] = static_cast<float>(
+                targets::gaussian_cell(static_cast<double>(i), static_cast<double>(j), mid_, two_sigma_sq_));
           }
         }
       });
@@ -183,9 +164,9 @@ class GaussianPaster {
 
 template <typename id_t>
 void write_targets(const id_t* ids, int64_t height, int64_t width, const SegmentLookup& lookup,
-                   const std::vector<SegmentTargets>& segment_targets, const GaussianPaster& paster,
-                   int64_t* semantic, float* center, float* offset_y, float* offset_x,
-                   float* semantic_weights, float* center_weights, float* offset_weights) {
+                   const std::vector<SegmentTargets>& segment_targets, const GaussianPaster& paster, int64_t* semantic,
+                   float* center, float* offset_y, float* offset_x, float* semantic_weights, float* center_weights,
+                   float* offset_weights) {
   const int64_t rows_per_task = std::max<int64_t>(1, 32768 / std::max<int64_t>(width, 1));
   at::parallel_for(0, height, rows_per_task, [&](int64_t row_begin, int64_t row_end) {
     for (int64_t y = row_begin; y < row_end; ++y) {
@@ -211,59 +192,39 @@ void write_targets(const id_t* ids, int64_t height, int64_t width, const Segment
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-encode_targets_cpu(const at::Tensor& panoptic_in, const at::Tensor& segments_in, double sigma,
-                   int64_t ignore_label, int64_t small_instance_area, double small_instance_weight,
-                   bool ignore_stuff_in_offset, bool ignore_crowd_in_semantic) {
-  const EncodeParams params = targets::check_arguments(
-      panoptic_in, segments_in, c10::DeviceType::CPU, sigma, ignore_label, small_instance_area,
-      small_instance_weight, ignore_stuff_in_offset, ignore_crowd_in_semantic);
+class CpuEncoder final : public EncodeKernels {
+ public:
+  explicit CpuEncoder(const EncodeProblem& problem) : problem_(problem), lookup_(problem.table) {}
 
-  const at::Tensor panoptic = contiguous(panoptic_in);
-  const at::Tensor segments = segments_in.to(at::kLong).contiguous();
-  const SegmentTable table(segments, ignore_label);
-  const SegmentLookup lookup(table);
-  const int64_t height = panoptic.size(0), width = panoptic.size(1);
+  std::vector<int64_t> accumulate() override {
+    std::vector<int64_t> sums;
+    AT_DISPATCH_INDEX_TYPES(problem_.panoptic.scalar_type(), "encode_targets_cpu", [&] {
+      sums = accumulate_segments(problem_.panoptic.data_ptr<index_t>(), problem_.height, problem_.width, lookup_,
+                                 problem_.table.size());
+    });
+    return sums;
+  }
 
-  const auto float_options = panoptic.options().dtype(at::kFloat);
-  at::Tensor semantic = at::empty({height, width}, panoptic.options().dtype(at::kLong));
-  at::Tensor center = at::empty({height, width}, float_options);
-  at::Tensor offset = at::empty({2, height, width}, float_options);
-  at::Tensor semantic_weights = at::empty({height, width}, float_options);
-  at::Tensor center_weights = at::empty({height, width}, float_options);
-  at::Tensor offset_weights = at::empty({height, width}, float_options);
-  at::Tensor center_points;
+  void write(const SegmentSummary& summary, const std::vector<InstanceWindow>& windows) override {
+    const GaussianPaster paster(windows, problem_.params.sigma);
+    const EncodeProblem& p = problem_;
+    float* offset = p.offset.data_ptr<float>();
+    AT_DISPATCH_INDEX_TYPES(p.panoptic.scalar_type(), "encode_targets_cpu", [&] {
+      write_targets(p.panoptic.data_ptr<index_t>(), p.height, p.width, lookup_, summary.targets, paster,
+                    p.semantic.data_ptr<int64_t>(), p.center.data_ptr<float>(), offset, offset + p.height * p.width,
+                    p.semantic_weights.data_ptr<float>(), p.center_weights.data_ptr<float>(),
+                    p.offset_weights.data_ptr<float>());
+    });
+  }
 
-  AT_DISPATCH_INDEX_TYPES(panoptic.scalar_type(), "encode_targets_cpu", [&] {
-    const index_t* ids = panoptic.data_ptr<index_t>();
-    const SegmentSums sums = accumulate_segments(ids, height, width, lookup, table.size());
-    const SegmentSummary summary = targets::summarize_segments(
-        table, sums.pixel_counts.data(), sums.sum_y.data(), sums.sum_x.data(), params);
-    const int64_t num_instances = static_cast<int64_t>(summary.instance_centers.size() / 2);
-    center_points = at::empty({num_instances, 2}, float_options);
-    float* points = center_points.data_ptr<float>();
-    for (int64_t k = 0; k < 2 * num_instances; ++k) {
-      points[k] = static_cast<float>(summary.instance_centers[k]);
-    }
-    const GaussianPaster paster(summary.instance_centers, sigma, height, width);
-    float* offset_data = offset.data_ptr<float>();
-    write_targets(ids, height, width, lookup, summary.targets, paster, semantic.data_ptr<int64_t>(),
-                  center.data_ptr<float>(), offset_data, offset_data + height * width,
-                  semantic_weights.data_ptr<float>(), center_weights.data_ptr<float>(),
-                  offset_weights.data_ptr<float>());
-  });
-  return {semantic, center, center_points, offset, semantic_weights, center_weights, offset_weights};
-}
+ private:
+  const EncodeProblem& problem_;
+  SegmentLookup lookup_;
+};
 
 }  // namespace
 }  // namespace pdlkit
 
-TORCH_LIBRARY_FRAGMENT(pdlkit, m) {
-  m.def(
-      "encode_targets(Tensor panoptic, Tensor segments, float sigma, int ignore_label, "
-      "int small_instance_area, float small_instance_weight, bool ignore_stuff_in_offset, "
-      "bool ignore_crowd_in_semantic) -> (Tensor semantic, Tensor center, Tensor center_points, "
-      "Tensor offset, Tensor semantic_weights, Tensor center_weights, Tensor offset_weights)");
+TORCH_LIBRARY_IMPL(pdlkit, CPU, m) {
+  m.impl("encode_targets", &pdlkit::targets::encode_targets_on<c10::DeviceType::CPU, pdlkit::CpuEncoder>);
 }
-
-TORCH_LIBRARY_IMPL(pdlkit, CPU, m) { m.impl("encode_targets", &pdlkit::encode_targets_cpu); }
