@@ -169,7 +169,7 @@ def mass_centers(panoptic: np.ndarray, instance_ids: Sequence[int]) -> np.ndarra
 class Predictor:
     """Panoptic-DeepLab inference on ``[H, W, 3]`` uint8 RGB arrays.
 
-    ``Predictor(weights, device)`` loads a pdlkit checkpoint (DESIGN.md §3): its config, dataset spec
+    ``Predictor(weights, device)`` loads a pdlkit checkpoint (docs/formats.md): its config, dataset spec
     and model state; ``Predictor.from_model(model, cfg, spec, device)`` wraps a model in memory.
     ``tta`` runs ``cfg.test.tta_scales`` (+ flip when ``cfg.test.tta_flip``).  ``precision``
     ("fp32", "fp16", "bf16"; None: ``cfg.test.precision``) is the network's arithmetic; ``amp`` True

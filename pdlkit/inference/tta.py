@@ -6,8 +6,8 @@ so that its shorter side is ``min_size`` unless its longer side would then excee
 and right to a multiple of ``size_divisibility`` (:func:`pad_to_multiple`), run, cropped back to the
 resized size and resized back to the input size (:func:`outputs_to_size`).
 
-Panoptic-DeepLab's outputs are dense maps at the input resolution, so TTA averages maps (DESIGN.md
-§5): every view (a scale, optionally mirrored) is run, its outputs are resized back to the original
+Panoptic-DeepLab's outputs are dense maps at the input resolution, so TTA averages maps: every
+view (a scale, optionally mirrored) is run, its outputs are resized back to the original
 size and un-mirrored, and the semantic probabilities, the center heatmap and the offsets are averaged.
 Offsets are displacements in pixels of the view they were predicted in: resized back to the original
 resolution they are multiplied by original size / view size (per axis), and a mirrored view's x

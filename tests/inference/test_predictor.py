@@ -139,7 +139,7 @@ def test_missing_and_onnx_weights_give_clear_errors(tmp_path):
 
 
 def test_checkpoint_round_trip_with_the_real_model(tmp_path, repo_root):
-    """A DESIGN §3 checkpoint (model, config, dataset) loads and predicts like the model it holds."""
+    """A pdlkit checkpoint (model, config, dataset) loads and predicts like the model it holds."""
     from pdlkit.config import load_config
     from pdlkit.data.spec import cityscapes_spec
     from pdlkit.engine import save_checkpoint

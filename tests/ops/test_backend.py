@@ -8,6 +8,7 @@ import torch
 
 from pdlkit.errors import PdlError
 from pdlkit.ops import (
+    _backend,
     encode_targets,
     encode_targets_reference,
     find_instance_centers,
@@ -15,7 +16,6 @@ from pdlkit.ops import (
     panoptic_merge,
     panoptic_merge_reference,
 )
-from pdlkit.ops import _backend
 from pdlkit.ops._backend import NativeOpsUnavailable, use_native
 
 HEATMAP = torch.zeros(6, 8)

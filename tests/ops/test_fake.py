@@ -7,7 +7,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-from pdlkit.ops import encode_targets, panoptic_merge
+from pdlkit.ops import panoptic_merge
 
 from .conftest import needs_native
 
