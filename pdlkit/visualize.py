@@ -347,6 +347,7 @@ def visualize_predictions(
     """
     from tqdm import tqdm
 
+    from pdlkit.fileio import resolve_inside
     from pdlkit.inference.io import read_image
     from pdlkit.inference.writers import rgb_to_ids, write_png
 
@@ -368,8 +369,11 @@ def visualize_predictions(
     for record in tqdm(records, unit="img", desc="visualize", disable=not progress, dynamic_ncols=True):
         name = record["file_name"]
         try:
+            # file_name comes from a json anyone may have edited: never read or write outside
+            panoptic_path = resolve_inside(root / "panoptic", name, what=f"file_name {name!r}")
+            target = resolve_inside(out_root, Path(name).with_name(f"{Path(name).stem}_{what}.png"),
+                                    what=f"file_name {name!r}")
             image = read_image(_find_image(record, images_root))
-            panoptic_path = root / "panoptic" / name
             panoptic_rgb = _read_png(panoptic_path, color=True)
             segment_map = rgb_to_ids(panoptic_rgb)
             if image.shape[:2] != segment_map.shape:
@@ -380,7 +384,8 @@ def visualize_predictions(
             if what == "overlay":
                 picture = overlay
             else:
-                raw_path = (root / "raw" / name).with_suffix(".npz")
+                raw_path = resolve_inside(root / "raw", Path(name).with_suffix(".npz"),
+                                          what=f"file_name {name!r}")
                 if not raw_path.is_file():
                     raise DataError(f"{raw_path}: missing; a panel needs the raw outputs, "
                                     "run pdl predict with --save-raw")
@@ -400,7 +405,6 @@ def visualize_predictions(
                 picture = make_panel(overlay, colorize_semantic(semantic, spec),
                                      center_heatmap_image(heatmap, centers),
                                      offset_flow_image(offsets, mask=_thing_mask(semantic, spec)))
-            target = out_root / Path(name).with_name(f"{Path(name).stem}_{what}.png")
             write_png(target, picture)
             summary.written.append(target)
         except PdlError as exc:

@@ -147,3 +147,25 @@ def test_visualize_errors(predicted):
         visualize_predictions(predicted / "images", predicted / "v", progress=False)
     with pytest.raises(PdlError, match="no such file"):
         visualize_predictions(predicted / "nothing", predicted / "v", progress=False)
+
+
+def test_a_file_name_with_dot_dot_never_writes_outside_the_output(predicted):
+    import json
+    import shutil
+
+    pred = predicted / "pred"
+    shutil.rmtree(pred / "segments")  # only panoptic.json names the files now
+    index = json.loads((pred / "panoptic.json").read_text())
+    (pred / "escape").mkdir()
+    shutil.copy(pred / "panoptic" / "b.png", pred / "escape" / "b.png")
+    for annotation in index["annotations"]:
+        if annotation["file_name"] == "b.png":
+            annotation["file_name"] = "../escape/b.png"  # a readable png, one level up
+    (pred / "panoptic.json").write_text(json.dumps(index))
+    out = predicted / "vis" / "inner"
+    summary = visualize_predictions(pred, out, images_dir=predicted / "images", progress=False)
+    assert len(summary.written) == 2
+    assert [name for name, _ in summary.failed] == ["../escape/b.png"]
+    assert "leads outside" in summary.failed[0][1]
+    written = sorted(p.relative_to(predicted).as_posix() for p in predicted.rglob("*_overlay.png"))
+    assert written == ["vis/inner/a_overlay.png", "vis/inner/sub/c_overlay.png"]
