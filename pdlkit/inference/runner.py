@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from pdlkit.errors import DataError, PdlError
 
@@ -74,8 +74,9 @@ class _Item:
     path: Path
     rel_dir: str
     image_id: str
-    image: Optional[object] = None
+    image: Optional[object] = None  # set by the loader; video frames arrive decoded
     error: Optional[str] = None
+    record_source: bool = True  # False: no input file to point pdl visualize at (video frames)
 
 
 _END = object()
@@ -144,8 +145,10 @@ class _Pipeline:
     """The three stages of the module docstring, with bounded queues between them."""
 
     def __init__(self, predictor, writer: PredictionWriter, summary: PredictSummary, *,
-                 batch_size: int, max_pixels: Optional[int], workers: int, bar):
+                 batch_size: int, max_pixels: Optional[int], workers: int, bar,
+                 on_predicted: Optional[Callable] = None):
         self.predictor, self.writer, self.summary, self.bar = predictor, writer, summary, bar
+        self.on_predicted = on_predicted  # (image, prediction), in input order, on the caller's thread
         self.batch_size, self.max_pixels, self.workers = batch_size, max_pixels, workers
         self.decoded: "queue.Queue" = queue.Queue(maxsize=max(2, 2 * batch_size))
         self.to_write: "queue.Queue" = queue.Queue(maxsize=2 * workers)
@@ -165,14 +168,15 @@ class _Pipeline:
             self.summary.failed.append((str(item.path), reason))
         self.bar.update(1)
 
-    def load(self, items: List[_Item]) -> None:
+    def load(self, items: Iterable[_Item]) -> None:
         """Loader thread: decode in order into ``decoded``; ``_END`` after the last."""
         try:
             for item in items:
                 if self.stop.is_set():
                     break
                 try:
-                    item.image = read_image(item.path, max_pixels=self.max_pixels)
+                    if item.image is None:
+                        item.image = read_image(item.path, max_pixels=self.max_pixels)
                     self._count(1)
                 except PdlError as exc:
                     item.error = str(exc)
@@ -191,7 +195,8 @@ class _Pipeline:
                 return
             item, prediction = entry
             try:
-                self.writer.write(prediction, item.rel_dir, item.image_id, item.path)
+                source = item.path if item.record_source else ""
+                self.writer.write(prediction, item.rel_dir, item.image_id, source)
             except Exception as exc:  # a full disk or a bad id ends this image, not the run
                 self._fail(item, f"{item.path}: writing the prediction failed ({exc})")
             else:
@@ -211,15 +216,17 @@ class _Pipeline:
             predictions = None
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         for index, item in enumerate(batch):
-            item.image = None
             if predictions is None:
                 self._count(-1)
                 self._fail(item, f"{item.path}: prediction failed ({reason})")
             else:
+                if self.on_predicted is not None:
+                    self.on_predicted(item.image, predictions[index])
                 _put(self.to_write, (item, predictions[index]), self.stop)
+            item.image = None
         batch.clear()
 
-    def run(self, items: List[_Item]) -> None:
+    def run(self, items: Iterable[_Item]) -> None:
         threads = [threading.Thread(target=self.load, args=(items,), name="pdl-decode", daemon=True)]
         threads += [threading.Thread(target=self.write, name=f"pdl-write-{k}", daemon=True)
                     for k in range(self.workers)]
