@@ -74,16 +74,23 @@ def _load_predictor(weights, device, tta, no_amp):
     return Predictor(weights, device=device, tta=tta, amp=False if no_amp else None)
 
 
-def _predict_images(input, weights, output, device, tta, no_amp, options) -> None:
+def torchrun_context():
+    """The process group under torchrun (WORLD_SIZE > 1); a plain process gets a one-rank context
+    and keeps its --device (cuda:K) untouched."""
     import os
 
-    from pdlkit.engine.distributed import DistributedContext, cleanup_distributed, setup_distributed
+    from pdlkit.engine.distributed import DistributedContext, setup_distributed
+
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    return setup_distributed() if under_torchrun else DistributedContext()
+
+
+def _predict_images(input, weights, output, device, tta, no_amp, options) -> None:
+    from pdlkit.engine.distributed import cleanup_distributed
     from pdlkit.inference import predict_paths, scan_images
 
     scan_images(input)  # an empty or missing INPUT fails before the model is loaded
-    # a process group only under torchrun: a plain process keeps its --device (cuda:K) untouched
-    under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
-    context = setup_distributed() if under_torchrun else DistributedContext()
+    context = torchrun_context()
     try:
         if context.distributed and device == "auto":
             device = context.device

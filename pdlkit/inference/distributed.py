@@ -7,9 +7,15 @@ at most one) and the same on every rerun, so a rerun after a crash finds each ra
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple, TypeVar
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
-__all__ = ["world", "shard", "barrier", "broadcast_object", "all_gather_objects"]
+__all__ = ["world", "shard", "barrier", "broadcast_object", "all_gather_objects", "shared_temp_dir",
+           "sync_module_state"]
 
 T = TypeVar("T")
 
@@ -68,3 +74,35 @@ def all_gather_objects(obj: Any) -> List[Any]:
     gathered: List[Any] = [None] * world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+@contextlib.contextmanager
+def shared_temp_dir(parent: Optional[str | os.PathLike] = None, prefix: str = "pdl_") -> Iterator[Path]:
+    """A temporary folder every rank uses: made by rank 0, its name sent to the others, removed by
+    rank 0 once every rank is done.  Across several machines ``parent`` (default: the system's
+    temporary folder) must be on a file system they share."""
+    rank, world_size = world()
+    if world_size == 1:
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as path:
+            yield Path(path)
+        return
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    path = broadcast_object(tempfile.mkdtemp(prefix=prefix, dir=parent) if rank == 0 else None)
+    try:
+        yield Path(path)
+    finally:
+        barrier()
+        if rank == 0:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def sync_module_state(module) -> None:
+    """Copy rank 0's parameters and buffers to every rank, so that all ranks predict alike (DDP on
+    the CPU keeps each rank's own batch-norm running statistics)."""
+    import torch.distributed as dist
+
+    if world()[1] == 1:
+        return
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=0)
