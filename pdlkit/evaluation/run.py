@@ -90,9 +90,15 @@ def predict_and_evaluate(
             path, reason = failed[0]
             raise DataError(f"{path}: could not be predicted ({reason}); {len(failed)} image(s) failed")
         image_ids = [r.image_id for r in chosen] if chosen is not records else None
-        results = None
+        results, error = None, None
         if is_main:
-            results = evaluate_predictions(data_root, split, predictions, spec=predictor.spec,
-                                           compute_ap=compute_ap, progress=progress, image_ids=image_ids,
-                                           num_workers=num_workers)
-        return broadcast_object(results)
+            try:
+                results = evaluate_predictions(data_root, split, predictions, spec=predictor.spec,
+                                               compute_ap=compute_ap, progress=progress, image_ids=image_ids,
+                                               num_workers=num_workers)
+            except Exception as exc:  # raised on every rank below, so none waits for rank 0
+                error = exc
+        results, error = broadcast_object((results, error))
+        if error is not None:
+            raise error
+        return results

@@ -82,12 +82,12 @@ def shared_temp_dir(parent: Optional[str | os.PathLike] = None, prefix: str = "p
     rank 0 once every rank is done.  Across several machines ``parent`` (default: the system's
     temporary folder) must be on a file system they share."""
     rank, world_size = world()
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
     if world_size == 1:
         with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as path:
             yield Path(path)
         return
-    if parent is not None:
-        Path(parent).mkdir(parents=True, exist_ok=True)
     path = broadcast_object(tempfile.mkdtemp(prefix=prefix, dir=parent) if rank == 0 else None)
     try:
         yield Path(path)

@@ -75,3 +75,43 @@ def test_two_rank_eval_equals_one_process_exactly(toy_checkpoint, toy_root, tmp_
     one = json.loads((tmp_path / "single.json").read_text())
     two = json.loads((tmp_path / "double.json").read_text())
     assert one == two and one["PQ"] is not None
+
+
+@pytest.mark.slow
+def test_trainer_evaluation_under_two_ranks_equals_one_process(toy_root, tmp_path):
+    """The run's final evaluation (2 ranks, each predicting a share with rank 0's weights) equals
+    scoring its model_final.pt in one process; periodic evaluations take the same path."""
+    from pdlkit.config import load_config
+    from pdlkit.data.spec import DatasetSpec
+    from pdlkit.engine import load_checkpoint
+    from pdlkit.evaluation import predict_and_evaluate
+    from pdlkit.inference import Predictor
+    from pdlkit.modeling import build_model
+
+    import importlib.util
+
+    spec_of_tiny = importlib.util.spec_from_file_location("tiny", Path(__file__).parents[1] / "engine" / "tiny.py")
+    tiny = importlib.util.module_from_spec(spec_of_tiny)
+    spec_of_tiny.loader.exec_module(tiny)
+    REPO, tiny_overrides = tiny.REPO, tiny.tiny_overrides
+    out = tmp_path / "run"
+    overrides = tiny_overrides(toy_root, out, "solver.max_iter=2", "test.eval_period=1",
+                               "test.max_eval_images=0")
+    command = ["train", "--config", REPO / "configs" / "toy.yaml", "--quiet"]
+    for item in overrides:
+        command += ["--set", item]
+    done = _pdl(command, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = json.loads((out / "final_metrics.json").read_text())
+    periodic = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in periodic if "eval" in r] == [1, 2]
+
+    checkpoint = load_checkpoint(out / "model_final.pt")
+    cfg = load_config(REPO / "configs" / "toy.yaml", overrides)
+    spec = DatasetSpec.from_dict(checkpoint["dataset"])
+    model = build_model(cfg.model, spec.num_classes)
+    model.load_state_dict({k.removeprefix("module."): v for k, v in checkpoint["model"].items()})
+    alone = predict_and_evaluate(Predictor.from_model(model.eval(), cfg, spec, "cpu"), toy_root, "val",
+                                 dataset=cfg.data.dataset, work_dir=tmp_path / "alone", compute_ap=False)
+    assert {k: v for k, v in final.items() if k not in ("iteration", "checkpoint")} == json.loads(
+        json.dumps(alone))
