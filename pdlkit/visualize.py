@@ -11,6 +11,9 @@ its own shade, white instance boundaries, class names on large segments); ``pane
 (overlay | semantic map / center heatmap with the chosen centers | offsets on thing pixels as an
 HSV flow picture: hue = direction, value = length), which needs the raw outputs of
 ``pdl predict --save-raw``.
+
+``plot_training_run`` draws a ``pdl train`` folder's ``metrics.jsonl``: the loss curves beside the
+periodic PQ / mIoU (SQ, RQ), with OpenCV (no plotting library needed).
 """
 from __future__ import annotations
 
@@ -33,6 +36,10 @@ __all__ = [
     "prediction_panel",
     "visualize_predictions",
     "VisualizeSummary",
+    "nice_ticks",
+    "plot_series",
+    "read_training_metrics",
+    "plot_training_run",
 ]
 
 # brightness changes that tell instances of one class apart: >0 blends toward white, <0 toward black
@@ -431,3 +438,141 @@ def _read_png(path: Path, *, color: bool) -> np.ndarray:
     if data is None:
         raise DataError(f"{path}: missing or not a readable PNG")
     return cv2.cvtColor(data, cv2.COLOR_BGR2RGB) if color else data
+
+
+# ---------------------------------------------------------------------- training curves
+# line colours (RGB) in the order series are drawn: losses, then PQ, mIoU, SQ, RQ
+CURVE_COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
+                (23, 190, 207), (140, 86, 75), (227, 119, 194))
+_EVAL_KEYS = ("PQ", "mIoU", "SQ", "RQ")
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> List[float]:
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high]."""
+    if not np.isfinite(low) or not np.isfinite(high):
+        raise ValueError(f"tick range must be finite, got [{low}, {high}]")
+    if high <= low:
+        high = low + (abs(low) or 1.0)
+    raw = (high - low) / max(count, 1)
+    power = float(10.0 ** np.floor(np.log10(raw)))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = float(np.floor(low / step) * step)
+    steps = int(np.ceil((high - first) / step - 1e-9))
+    return [round(first + k * step, 12) for k in range(steps + 1)]
+
+
+@dataclass
+class PlotArea:
+    """Maps data (x, y) to pixels of a ``width`` x ``height`` tile inside its margins."""
+
+    x_ticks: List[float]
+    y_ticks: List[float]
+    width: int = 640
+    height: int = 420
+    left: int = 70
+    right: int = 20
+    top: int = 40
+    bottom: int = 45
+
+    def to_pixel(self, x: float, y: float) -> Tuple[int, int]:
+        x0, x1, y0, y1 = self.x_ticks[0], self.x_ticks[-1], self.y_ticks[0], self.y_ticks[-1]
+        px = self.left + (x - x0) / (x1 - x0) * (self.width - self.left - self.right)
+        py = self.height - self.bottom - (y - y0) / (y1 - y0) * (self.height - self.top - self.bottom)
+        return int(round(px)), int(round(py))
+
+
+def _draw_axes(area: PlotArea, title: str, y_label: str) -> np.ndarray:
+    import cv2
+
+    tile = np.full((area.height, area.width, 3), 255, dtype=np.uint8)
+    font, grey = cv2.FONT_HERSHEY_SIMPLEX, (90, 90, 90)
+    for y in area.y_ticks:
+        _, py = area.to_pixel(area.x_ticks[0], y)
+        cv2.line(tile, (area.left, py), (area.width - area.right, py), (225, 225, 225), 1)
+        cv2.putText(tile, f"{y:g}", (4, py + 4), font, 0.4, grey, 1, cv2.LINE_AA)
+    for x in area.x_ticks:
+        px, _ = area.to_pixel(x, area.y_ticks[0])
+        cv2.line(tile, (px, area.top), (px, area.height - area.bottom), (225, 225, 225), 1)
+        cv2.putText(tile, f"{x:g}", (px - 12, area.height - area.bottom + 18), font, 0.4, grey, 1,
+                    cv2.LINE_AA)
+    cv2.rectangle(tile, (area.left, area.top), (area.width - area.right, area.height - area.bottom),
+                  grey, 1)
+    cv2.putText(tile, title, (area.left, 26), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(tile, y_label, (area.width - area.right - 8 * len(y_label), 26), font, 0.45, grey, 1,
+                cv2.LINE_AA)
+    cv2.putText(tile, "iteration", (area.width // 2 - 30, area.height - 8), font, 0.45, grey, 1,
+                cv2.LINE_AA)
+    return tile
+
+
+def plot_series(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], title: str,
+                y_label: str, *, markers: bool = False,
+                colors: Sequence[Tuple[int, int, int]] = CURVE_COLORS) -> Tuple[np.ndarray, PlotArea]:
+    """Line plot of ``{name: (iterations, values)}`` -> ([H, W, 3] uint8 RGB tile, its PlotArea)."""
+    import cv2
+
+    xs = [float(x) for values, _ in series.values() for x in values]
+    ys = [float(y) for _, values in series.values() for y in values if np.isfinite(y)]
+    area = PlotArea(nice_ticks(min(xs, default=0.0), max(xs, default=1.0)),
+                    nice_ticks(min(ys, default=0.0), max(ys, default=1.0)))
+    tile = _draw_axes(area, title, y_label)
+    for index, (name, (iterations, values)) in enumerate(series.items()):
+        color = tuple(int(c) for c in colors[index % len(colors)])
+        points = [area.to_pixel(x, y) for x, y in zip(iterations, values) if np.isfinite(y)]
+        if len(points) > 1:
+            cv2.polylines(tile, [np.asarray(points, np.int32)], False, color, 2, cv2.LINE_AA)
+        for point in points if markers or len(points) == 1 else []:
+            cv2.circle(tile, point, 4, color, -1, cv2.LINE_AA)
+        legend_y = area.top + 16 + 18 * index
+        cv2.line(tile, (area.width - area.right - 130, legend_y - 4),
+                 (area.width - area.right - 108, legend_y - 4), color, 3)
+        cv2.putText(tile, name, (area.width - area.right - 102, legend_y), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return tile, area
+
+
+def read_training_metrics(path: str | os.PathLike) -> Tuple[Dict[str, Tuple[list, list]], Dict[str, Tuple[list, list]]]:
+    """``metrics.jsonl`` -> (loss series, evaluation series), each ``{name: (iterations, values)}``;
+    losses are the keys starting with ``loss``, evaluations the PQ / mIoU / SQ / RQ of ``eval``."""
+    losses: Dict[str, Tuple[list, list]] = {}
+    evaluations: Dict[str, Tuple[list, list]] = {}
+    path = Path(path)
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            iteration = int(row["iteration"])
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{path}: line {number} is not a metrics record") from None
+        for key, value in row.items():
+            if key.startswith("loss") and isinstance(value, (int, float)):
+                losses.setdefault(key, ([], []))[0].append(iteration)
+                losses[key][1].append(float(value))
+        for key in _EVAL_KEYS:
+            value = (row.get("eval") or {}).get(key)
+            if isinstance(value, (int, float)):
+                evaluations.setdefault(key, ([], []))[0].append(iteration)
+                evaluations[key][1].append(float(value))
+    return losses, evaluations
+
+
+def plot_training_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
+    """Draw the loss curves and the periodic PQ / mIoU (SQ, RQ) of a ``pdl train`` folder's
+    ``metrics.jsonl`` side by side into a PNG (default ``run_dir/training_curves.png``)."""
+    from pdlkit.inference.writers import write_png
+
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise DataError(f"{run_dir}: not a training run folder (no metrics.jsonl)")
+    losses, evaluations = read_training_metrics(metrics)
+    if not losses and not evaluations:
+        raise DataError(f"{metrics}: holds no losses or evaluations yet")
+    loss_tile, _ = plot_series(losses, "training losses", "loss")
+    eval_colors = CURVE_COLORS[1:] + CURVE_COLORS[:1]
+    eval_tile, _ = plot_series(evaluations, "evaluation" if evaluations else "evaluation (none yet)",
+                               "%", markers=True, colors=eval_colors)
+    target = Path(output) if output is not None else run_dir / "training_curves.png"
+    write_png(target, np.concatenate([loss_tile, eval_tile], axis=1))
+    return target
