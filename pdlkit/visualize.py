@@ -100,6 +100,24 @@ def _boundaries(index_map: np.ndarray, thing_index: np.ndarray, thickness: int) 
     return edge
 
 
+def _segment_colors(segments: Sequence[Dict[str, Any]], lut: np.ndarray, spec):
+    """([K + 1, 3] float32 colour per segment, class colour with a per-instance shade for things;
+    [K] bool thing flags)."""
+    colors = np.zeros((len(segments) + 1, 3), dtype=np.float32)
+    seen_per_class: Dict[int, int] = {}
+    thing_index = np.zeros(len(segments), dtype=bool)
+    for k, (segment, train_id) in enumerate(zip(segments, lut)):
+        base = spec.colors[train_id] if train_id >= 0 else (0, 0, 0)
+        if segment.get("isthing"):
+            thing_index[k] = True
+            nth = seen_per_class.get(int(train_id), 0)
+            seen_per_class[int(train_id)] = nth + 1
+            colors[k] = _shade(base, _SHADES[nth % len(_SHADES)])
+        else:
+            colors[k] = base
+    return colors, thing_index
+
+
 def panoptic_overlay(
     image: np.ndarray,
     segment_map: np.ndarray,
@@ -120,18 +138,7 @@ def panoptic_overlay(
     height, width = segment_map.shape
     index_map = _compact(segment_map, segments)
     lut = _train_id_lut(np.asarray([s["category_id"] for s in segments], dtype=np.int64), spec)
-    colors = np.zeros((len(segments) + 1, 3), dtype=np.float32)
-    seen_per_class: Dict[int, int] = {}
-    thing_index = np.zeros(len(segments), dtype=bool)
-    for k, (segment, train_id) in enumerate(zip(segments, lut)):
-        base = spec.colors[train_id] if train_id >= 0 else (0, 0, 0)
-        if segment.get("isthing"):
-            thing_index[k] = True
-            nth = seen_per_class.get(int(train_id), 0)
-            seen_per_class[int(train_id)] = nth + 1
-            colors[k] = _shade(base, _SHADES[nth % len(_SHADES)])
-        else:
-            colors[k] = base
+    colors, thing_index = _segment_colors(segments, lut, spec)
     out = image.astype(np.float32)
     valid = index_map >= 0
     out[valid] = out[valid] * (1.0 - alpha) + colors[index_map[valid]] * alpha
@@ -354,10 +361,6 @@ def visualize_predictions(
     """
     from tqdm import tqdm
 
-    from pdlkit.fileio import resolve_inside
-    from pdlkit.inference.io import read_image
-    from pdlkit.inference.writers import rgb_to_ids, write_png
-
     if what not in ("overlay", "panel"):
         raise PdlError(f"--what must be overlay or panel, got {what!r}")
     if not isinstance(scale, int) or scale < 1:
@@ -376,47 +379,61 @@ def visualize_predictions(
     for record in tqdm(records, unit="img", desc="visualize", disable=not progress, dynamic_ncols=True):
         name = record["file_name"]
         try:
-            # file_name comes from a json anyone may have edited: never read or write outside
-            panoptic_path = resolve_inside(root / "panoptic", name, what=f"file_name {name!r}")
-            target = resolve_inside(out_root, Path(name).with_name(f"{Path(name).stem}_{what}.png"),
-                                    what=f"file_name {name!r}")
-            image = read_image(_find_image(record, images_root))
-            panoptic_rgb = _read_png(panoptic_path, color=True)
-            segment_map = rgb_to_ids(panoptic_rgb)
-            if image.shape[:2] != segment_map.shape:
-                raise DataError(f"{name}: the image is {image.shape[1]}x{image.shape[0]} but the "
-                                f"prediction is {segment_map.shape[1]}x{segment_map.shape[0]}")
-            image, segment_map = _enlarge(image, scale, linear=True), _enlarge(segment_map, scale)
-            overlay = panoptic_overlay(image, segment_map, record["segments_info"], spec)
-            if what == "overlay":
-                picture = overlay
-            else:
-                raw_path = resolve_inside(root / "raw", Path(name).with_suffix(".npz"),
-                                          what=f"file_name {name!r}")
-                if not raw_path.is_file():
-                    raise DataError(f"{raw_path}: missing; a panel needs the raw outputs, "
-                                    "run pdl predict with --save-raw")
-                try:
-                    with np.load(raw_path) as raw:
-                        heatmap = raw["center_heatmap"].astype(np.float32)
-                        offsets = raw["offsets"].astype(np.float32)
-                        centers = raw["centers"].astype(np.int64).reshape(-1, 2)
-                        semantic = raw["semantic"].astype(np.int64)
-                except (OSError, ValueError, KeyError) as exc:
-                    raise DataError(f"{raw_path}: not a readable raw output file ({exc})") from None
-                if scale > 1:  # offsets are lengths in pixels: they grow with the picture
-                    heatmap = _enlarge(heatmap, scale, linear=True)
-                    offsets = np.stack([_enlarge(o, scale, linear=True) for o in offsets]) * scale
-                    centers = centers * scale + (scale - 1) // 2
-                    semantic = _enlarge(semantic, scale)
-                picture = make_panel(overlay, colorize_semantic(semantic, spec),
-                                     center_heatmap_image(heatmap, centers),
-                                     offset_flow_image(offsets, mask=_thing_mask(semantic, spec)))
-            write_png(target, picture)
+            target = _draw_record(record, root, out_root, images_root, spec, what, scale)
             summary.written.append(target)
         except PdlError as exc:
             summary.failed.append((name, str(exc)))
     return summary
+
+
+def _draw_record(record, root: Path, out_root: Path, images_root: Optional[Path], spec, what: str,
+                 scale: int) -> Path:
+    """Draw one prediction record's picture and write it; returns the written path."""
+    from pdlkit.fileio import resolve_inside
+    from pdlkit.inference.io import read_image
+    from pdlkit.inference.writers import rgb_to_ids, write_png
+
+    name = record["file_name"]
+    # file_name comes from a json anyone may have edited: never read or write outside
+    panoptic_path = resolve_inside(root / "panoptic", name, what=f"file_name {name!r}")
+    target = resolve_inside(out_root, Path(name).with_name(f"{Path(name).stem}_{what}.png"),
+                            what=f"file_name {name!r}")
+    image = read_image(_find_image(record, images_root))
+    segment_map = rgb_to_ids(_read_png(panoptic_path, color=True))
+    if image.shape[:2] != segment_map.shape:
+        raise DataError(f"{name}: the image is {image.shape[1]}x{image.shape[0]} but the "
+                        f"prediction is {segment_map.shape[1]}x{segment_map.shape[0]}")
+    image, segment_map = _enlarge(image, scale, linear=True), _enlarge(segment_map, scale)
+    picture = panoptic_overlay(image, segment_map, record["segments_info"], spec)
+    if what == "panel":
+        raw_path = resolve_inside(root / "raw", Path(name).with_suffix(".npz"), what=f"file_name {name!r}")
+        heatmap, offsets, centers, semantic = _read_raw(raw_path, scale)
+        picture = make_panel(picture, colorize_semantic(semantic, spec),
+                             center_heatmap_image(heatmap, centers),
+                             offset_flow_image(offsets, mask=_thing_mask(semantic, spec)))
+    write_png(target, picture)
+    return target
+
+
+def _read_raw(raw_path: Path, scale: int):
+    """(heatmap [H, W], offsets [2, H, W], centers [K, 2] (y, x), semantic [H, W]) of a raw file,
+    enlarged ``scale`` times (offsets are lengths in pixels: they grow with the picture)."""
+    if not raw_path.is_file():
+        raise DataError(f"{raw_path}: missing; a panel needs the raw outputs, run pdl predict with --save-raw")
+    try:
+        with np.load(raw_path) as raw:
+            heatmap = raw["center_heatmap"].astype(np.float32)
+            offsets = raw["offsets"].astype(np.float32)
+            centers = raw["centers"].astype(np.int64).reshape(-1, 2)
+            semantic = raw["semantic"].astype(np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{raw_path}: not a readable raw output file ({exc})") from None
+    if scale > 1:
+        heatmap = _enlarge(heatmap, scale, linear=True)
+        offsets = np.stack([_enlarge(o, scale, linear=True) for o in offsets]) * scale
+        centers = centers * scale + (scale - 1) // 2
+        semantic = _enlarge(semantic, scale)
+    return heatmap, offsets, centers, semantic
 
 
 def _enlarge(array: np.ndarray, scale: int, *, linear: bool = False) -> np.ndarray:
