@@ -69,9 +69,14 @@ def command(input, weights, output, batch_size, device, tta, overwrite, save_raw
 
 
 def _load_predictor(weights, device, tta, no_amp):
+    import torch
+
     from pdlkit.inference import Predictor
 
-    return Predictor(weights, device=device, tta=tta, amp=False if no_amp else None)
+    predictor = Predictor(weights, device=device, tta=tta, amp=False if no_amp else None)
+    if predictor.device.type == "cuda" and predictor.device.index is not None:
+        torch.cuda.set_device(predictor.device)  # --device cuda:K: streams and kernels on GPU K
+    return predictor
 
 
 def torchrun_context():
