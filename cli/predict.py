@@ -111,8 +111,14 @@ def _predict_images(input, weights, output, device, tta, no_amp, options) -> Non
 def _predict_video(input, weights, output, device, tta, no_amp, video_out, options) -> None:
     from pdlkit.inference.video import predict_video
 
+    from pdlkit.visualize import panoptic_overlay
+
     predictor = _load_predictor(weights, device, tta, no_amp)
-    summary = predict_video(predictor, input, output, video_out=video_out,
+
+    def draw(image, prediction):
+        return panoptic_overlay(image, prediction.panoptic, prediction.segments, predictor.spec)
+
+    summary = predict_video(predictor, input, output, video_out=video_out, draw=draw,
                             **{k: options[k] for k in ("batch_size", "overwrite", "save_raw",
                                                        "progress", "workers")})
     _report(summary, output)

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from pdlkit.errors import DataError, PdlError
 
@@ -84,8 +84,8 @@ def _frames(capture, name: str, skip, summary: PredictSummary, bar) -> Iterator[
 class _OverlayVideo:
     """One thread drawing overlays and appending them to a video, in frame order, bounded."""
 
-    def __init__(self, path, fps: float, spec):
-        self.path, self.fps, self.spec = Path(path), fps, spec
+    def __init__(self, path, fps: float, draw):
+        self.path, self.fps, self.draw = Path(path), fps, draw
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.frames: "queue.Queue" = queue.Queue(maxsize=4)
         self.stop = threading.Event()
@@ -112,8 +112,6 @@ class _OverlayVideo:
     def _run(self) -> None:
         import cv2
 
-        from pdlkit.visualize import panoptic_overlay
-
         while True:
             entry = self.frames.get()
             if entry is None:
@@ -124,7 +122,7 @@ class _OverlayVideo:
             try:
                 if self.writer is None:
                     self.writer = self._open(image.shape[1], image.shape[0])
-                overlay = panoptic_overlay(image, prediction.panoptic, prediction.segments, self.spec)
+                overlay = self.draw(image, prediction)
                 self.writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
                 self.count += 1
             except Exception as exc:  # a full disk or a codec error: stop the video, not the run
@@ -150,15 +148,13 @@ def _has_display() -> bool:
 class _Preview:
     """Live overlays in a window (caller's thread, as GUI toolkits want); ``q`` stops the run."""
 
-    def __init__(self, spec, stop: threading.Event):
-        self.spec, self.stop = spec, stop
+    def __init__(self, draw, stop: threading.Event):
+        self.draw, self.stop = draw, stop
 
     def show(self, image, prediction) -> None:
         import cv2
 
-        from pdlkit.visualize import panoptic_overlay
-
-        overlay = panoptic_overlay(image, prediction.panoptic, prediction.segments, self.spec)
+        overlay = self.draw(image, prediction)
         cv2.imshow("pdl predict", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         if cv2.waitKey(1) & 0xFF == ord("q"):
             self.stop.set()
@@ -187,28 +183,33 @@ def predict_video(
     progress: bool = True,
     workers: Optional[int] = None,
     preview: Optional[bool] = None,
+    draw: Optional[Callable] = None,
 ) -> PredictSummary:
     """Predict every frame of ``source`` (a video file OpenCV reads, or a camera index) into
     ``output_dir`` (files named ``frame_<index>``) and, with ``video_out``, an overlay video at the
     source frame rate.  Frames already done are skipped unless ``overwrite`` or ``video_out`` (which
     needs every frame).  ``preview`` (default: for a camera, when a display exists) shows overlays
-    live.  Returns the summary counted in frames.
+    live.  ``draw(image, prediction) -> [H, W, 3] uint8 RGB`` makes the overlay frames (e.g. with
+    :func:`pdlkit.visualize.panoptic_overlay`; drawing lives above this layer).  Returns the summary
+    counted in frames.
     """
     from tqdm import tqdm
 
     from .runner import _default_workers
 
+    if video_out and draw is None:
+        raise PdlError("an overlay video needs draw=, the function that draws a frame's overlay")
     capture, info = open_video(source)
     writer = PredictionWriter(output_dir, predictor.spec, save_raw=save_raw)
     summary = PredictSummary()
-    sink = _OverlayVideo(video_out, info.fps, predictor.spec) if video_out else None
+    sink = _OverlayVideo(video_out, info.fps, draw) if video_out else None
     bar = tqdm(total=info.frame_count or None, unit="frame", desc="video", disable=not progress,
                dynamic_ncols=True)
     pipeline = _Pipeline(predictor, writer, summary, batch_size=batch_size, max_pixels=None,
                          workers=workers or _default_workers(), bar=bar)
-    show = info.is_camera and _has_display() if preview is None else preview
+    show = (info.is_camera and _has_display() if preview is None else preview) and draw is not None
     pipeline.on_predicted = _hooks(sink.add if sink else None,
-                                   _Preview(predictor.spec, pipeline.stop).show if show else None)
+                                   _Preview(draw, pipeline.stop).show if show else None)
     resume = not overwrite and sink is None and not info.is_camera
     frames = _frames(capture, str(source), lambda image_id: resume and writer.is_done("", image_id),
                      summary, bar)

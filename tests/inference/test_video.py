@@ -51,8 +51,13 @@ def test_one_prediction_per_frame_and_an_overlay_video(predictor, tmp_path, out_
     clip = tmp_path / "clip.avi"
     _write_video(clip)
     out = tmp_path / "pred"
+    from pdlkit.visualize import panoptic_overlay
+
+    def draw(image, prediction):
+        return panoptic_overlay(image, prediction.panoptic, prediction.segments, predictor.spec)
+
     summary = predict_video(predictor, clip, out, video_out=tmp_path / out_name, batch_size=2,
-                            progress=False)
+                            progress=False, draw=draw)
     assert (summary.processed, summary.skipped, summary.failed) == (9, 0, [])
 
     frames, _ = _decoded_frames(clip)
@@ -68,8 +73,6 @@ def test_one_prediction_per_frame_and_an_overlay_video(predictor, tmp_path, out_
     assert len(overlay_frames) == 9 and fps == pytest.approx(7.0)
     assert overlay_frames[0].shape == frames[0].shape
     assert not list(tmp_path.glob(".*partial*"))
-
-    from pdlkit.visualize import panoptic_overlay
 
     first = predictor(frames[0])
     drawn = panoptic_overlay(frames[0], first.panoptic, first.segments, predictor.spec).astype(int)
@@ -90,5 +93,7 @@ def test_video_inputs_and_errors(predictor, tmp_path):
     with pytest.raises(PdlError, match="nope.mp4: no such video file"):
         predict_video(predictor, tmp_path / "nope.mp4", tmp_path / "out", progress=False)
     (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(PdlError, match="an overlay video needs draw="):
+        predict_video(predictor, tmp_path / "nope.mp4", tmp_path / "out", video_out=tmp_path / "o.mp4")
     with pytest.raises(PdlError, match="junk.mp4: OpenCV cannot open this video"):
         predict_video(predictor, tmp_path / "junk.mp4", tmp_path / "out", progress=False)
