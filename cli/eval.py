@@ -49,16 +49,30 @@ def command(data_root, split, weights, predictions, json_path, device, batch_siz
     if (weights is None) == (predictions is None):
         raise click.UsageError("give exactly one of --weights CKPT or --predictions DIR")
     load_ground_truth(data_root, split)  # a wrong root fails before any prediction work
-    if weights is not None:
-        from pdlkit.inference import Predictor
+    # under torchrun every rank predicts its share of the images; rank 0 scores them
+    from pdlkit.engine.distributed import cleanup_distributed
 
-        if not Path(weights).is_file():
-            raise PdlError(f"{weights}: weights file not found")
-        results = predict_and_evaluate(Predictor(weights, device=device), data_root, split,
-                                       compute_ap=not no_ap, batch_size=batch_size, progress=not quiet)
-    else:
-        results = evaluate_predictions(data_root, split, predictions, spec=spec_of_predictions(predictions),
-                                       compute_ap=not no_ap, progress=not quiet)
+    from .predict import torchrun_context
+
+    context = torchrun_context()
+    try:
+        if weights is not None:
+            from pdlkit.inference import Predictor
+
+            if not Path(weights).is_file():
+                raise PdlError(f"{weights}: weights file not found")
+            if context.distributed and device == "auto":
+                device = context.device
+            results = predict_and_evaluate(Predictor(weights, device=device), data_root, split,
+                                           compute_ap=not no_ap, batch_size=batch_size,
+                                           progress=not quiet and context.is_main)
+        elif context.is_main:
+            results = evaluate_predictions(data_root, split, predictions, spec=spec_of_predictions(predictions),
+                                           compute_ap=not no_ap, progress=not quiet)
+    finally:
+        cleanup_distributed(context)
+    if not context.is_main:
+        return
     click.echo(format_results(results))
     if json_path:
         write_results_json(json_path, results)

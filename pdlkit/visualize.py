@@ -11,6 +11,9 @@ its own shade, white instance boundaries, class names on large segments); ``pane
 (overlay | semantic map / center heatmap with the chosen centers | offsets on thing pixels as an
 HSV flow picture: hue = direction, value = length), which needs the raw outputs of
 ``pdl predict --save-raw``.
+
+``plot_training_run`` draws a ``pdl train`` folder's ``metrics.jsonl``: the loss curves beside the
+periodic PQ / mIoU (SQ, RQ), with OpenCV (no plotting library needed).
 """
 from __future__ import annotations
 
@@ -33,6 +36,10 @@ __all__ = [
     "prediction_panel",
     "visualize_predictions",
     "VisualizeSummary",
+    "nice_ticks",
+    "plot_series",
+    "read_training_metrics",
+    "plot_training_run",
 ]
 
 # brightness changes that tell instances of one class apart: >0 blends toward white, <0 toward black
@@ -93,6 +100,24 @@ def _boundaries(index_map: np.ndarray, thing_index: np.ndarray, thickness: int) 
     return edge
 
 
+def _segment_colors(segments: Sequence[Dict[str, Any]], lut: np.ndarray, spec):
+    """([K + 1, 3] float32 colour per segment, class colour with a per-instance shade for things;
+    [K] bool thing flags)."""
+    colors = np.zeros((len(segments) + 1, 3), dtype=np.float32)
+    seen_per_class: Dict[int, int] = {}
+    thing_index = np.zeros(len(segments), dtype=bool)
+    for k, (segment, train_id) in enumerate(zip(segments, lut)):
+        base = spec.colors[train_id] if train_id >= 0 else (0, 0, 0)
+        if segment.get("isthing"):
+            thing_index[k] = True
+            nth = seen_per_class.get(int(train_id), 0)
+            seen_per_class[int(train_id)] = nth + 1
+            colors[k] = _shade(base, _SHADES[nth % len(_SHADES)])
+        else:
+            colors[k] = base
+    return colors, thing_index
+
+
 def panoptic_overlay(
     image: np.ndarray,
     segment_map: np.ndarray,
@@ -113,18 +138,7 @@ def panoptic_overlay(
     height, width = segment_map.shape
     index_map = _compact(segment_map, segments)
     lut = _train_id_lut(np.asarray([s["category_id"] for s in segments], dtype=np.int64), spec)
-    colors = np.zeros((len(segments) + 1, 3), dtype=np.float32)
-    seen_per_class: Dict[int, int] = {}
-    thing_index = np.zeros(len(segments), dtype=bool)
-    for k, (segment, train_id) in enumerate(zip(segments, lut)):
-        base = spec.colors[train_id] if train_id >= 0 else (0, 0, 0)
-        if segment.get("isthing"):
-            thing_index[k] = True
-            nth = seen_per_class.get(int(train_id), 0)
-            seen_per_class[int(train_id)] = nth + 1
-            colors[k] = _shade(base, _SHADES[nth % len(_SHADES)])
-        else:
-            colors[k] = base
+    colors, thing_index = _segment_colors(segments, lut, spec)
     out = image.astype(np.float32)
     valid = index_map >= 0
     out[valid] = out[valid] * (1.0 - alpha) + colors[index_map[valid]] * alpha
@@ -347,9 +361,6 @@ def visualize_predictions(
     """
     from tqdm import tqdm
 
-    from pdlkit.inference.io import read_image
-    from pdlkit.inference.writers import rgb_to_ids, write_png
-
     if what not in ("overlay", "panel"):
         raise PdlError(f"--what must be overlay or panel, got {what!r}")
     if not isinstance(scale, int) or scale < 1:
@@ -368,44 +379,61 @@ def visualize_predictions(
     for record in tqdm(records, unit="img", desc="visualize", disable=not progress, dynamic_ncols=True):
         name = record["file_name"]
         try:
-            image = read_image(_find_image(record, images_root))
-            panoptic_path = root / "panoptic" / name
-            panoptic_rgb = _read_png(panoptic_path, color=True)
-            segment_map = rgb_to_ids(panoptic_rgb)
-            if image.shape[:2] != segment_map.shape:
-                raise DataError(f"{name}: the image is {image.shape[1]}x{image.shape[0]} but the "
-                                f"prediction is {segment_map.shape[1]}x{segment_map.shape[0]}")
-            image, segment_map = _enlarge(image, scale, linear=True), _enlarge(segment_map, scale)
-            overlay = panoptic_overlay(image, segment_map, record["segments_info"], spec)
-            if what == "overlay":
-                picture = overlay
-            else:
-                raw_path = (root / "raw" / name).with_suffix(".npz")
-                if not raw_path.is_file():
-                    raise DataError(f"{raw_path}: missing; a panel needs the raw outputs, "
-                                    "run pdl predict with --save-raw")
-                try:
-                    with np.load(raw_path) as raw:
-                        heatmap = raw["center_heatmap"].astype(np.float32)
-                        offsets = raw["offsets"].astype(np.float32)
-                        centers = raw["centers"].astype(np.int64).reshape(-1, 2)
-                        semantic = raw["semantic"].astype(np.int64)
-                except (OSError, ValueError, KeyError) as exc:
-                    raise DataError(f"{raw_path}: not a readable raw output file ({exc})") from None
-                if scale > 1:  # offsets are lengths in pixels: they grow with the picture
-                    heatmap = _enlarge(heatmap, scale, linear=True)
-                    offsets = np.stack([_enlarge(o, scale, linear=True) for o in offsets]) * scale
-                    centers = centers * scale + (scale - 1) // 2
-                    semantic = _enlarge(semantic, scale)
-                picture = make_panel(overlay, colorize_semantic(semantic, spec),
-                                     center_heatmap_image(heatmap, centers),
-                                     offset_flow_image(offsets, mask=_thing_mask(semantic, spec)))
-            target = out_root / Path(name).with_name(f"{Path(name).stem}_{what}.png")
-            write_png(target, picture)
+            target = _draw_record(record, root, out_root, images_root, spec, what, scale)
             summary.written.append(target)
         except PdlError as exc:
             summary.failed.append((name, str(exc)))
     return summary
+
+
+def _draw_record(record, root: Path, out_root: Path, images_root: Optional[Path], spec, what: str,
+                 scale: int) -> Path:
+    """Draw one prediction record's picture and write it; returns the written path."""
+    from pdlkit.fileio import resolve_inside
+    from pdlkit.inference.io import read_image
+    from pdlkit.inference.writers import rgb_to_ids, write_png
+
+    name = record["file_name"]
+    # file_name comes from a json anyone may have edited: never read or write outside
+    panoptic_path = resolve_inside(root / "panoptic", name, what=f"file_name {name!r}")
+    target = resolve_inside(out_root, Path(name).with_name(f"{Path(name).stem}_{what}.png"),
+                            what=f"file_name {name!r}")
+    image = read_image(_find_image(record, images_root))
+    segment_map = rgb_to_ids(_read_png(panoptic_path, color=True))
+    if image.shape[:2] != segment_map.shape:
+        raise DataError(f"{name}: the image is {image.shape[1]}x{image.shape[0]} but the "
+                        f"prediction is {segment_map.shape[1]}x{segment_map.shape[0]}")
+    image, segment_map = _enlarge(image, scale, linear=True), _enlarge(segment_map, scale)
+    picture = panoptic_overlay(image, segment_map, record["segments_info"], spec)
+    if what == "panel":
+        raw_path = resolve_inside(root / "raw", Path(name).with_suffix(".npz"), what=f"file_name {name!r}")
+        heatmap, offsets, centers, semantic = _read_raw(raw_path, scale)
+        picture = make_panel(picture, colorize_semantic(semantic, spec),
+                             center_heatmap_image(heatmap, centers),
+                             offset_flow_image(offsets, mask=_thing_mask(semantic, spec)))
+    write_png(target, picture)
+    return target
+
+
+def _read_raw(raw_path: Path, scale: int):
+    """(heatmap [H, W], offsets [2, H, W], centers [K, 2] (y, x), semantic [H, W]) of a raw file,
+    enlarged ``scale`` times (offsets are lengths in pixels: they grow with the picture)."""
+    if not raw_path.is_file():
+        raise DataError(f"{raw_path}: missing; a panel needs the raw outputs, run pdl predict with --save-raw")
+    try:
+        with np.load(raw_path) as raw:
+            heatmap = raw["center_heatmap"].astype(np.float32)
+            offsets = raw["offsets"].astype(np.float32)
+            centers = raw["centers"].astype(np.int64).reshape(-1, 2)
+            semantic = raw["semantic"].astype(np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{raw_path}: not a readable raw output file ({exc})") from None
+    if scale > 1:
+        heatmap = _enlarge(heatmap, scale, linear=True)
+        offsets = np.stack([_enlarge(o, scale, linear=True) for o in offsets]) * scale
+        centers = centers * scale + (scale - 1) // 2
+        semantic = _enlarge(semantic, scale)
+    return heatmap, offsets, centers, semantic
 
 
 def _enlarge(array: np.ndarray, scale: int, *, linear: bool = False) -> np.ndarray:
@@ -427,3 +455,141 @@ def _read_png(path: Path, *, color: bool) -> np.ndarray:
     if data is None:
         raise DataError(f"{path}: missing or not a readable PNG")
     return cv2.cvtColor(data, cv2.COLOR_BGR2RGB) if color else data
+
+
+# ---------------------------------------------------------------------- training curves
+# line colours (RGB) in the order series are drawn: losses, then PQ, mIoU, SQ, RQ
+CURVE_COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
+                (23, 190, 207), (140, 86, 75), (227, 119, 194))
+_EVAL_KEYS = ("PQ", "mIoU", "SQ", "RQ")
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> List[float]:
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high]."""
+    if not np.isfinite(low) or not np.isfinite(high):
+        raise ValueError(f"tick range must be finite, got [{low}, {high}]")
+    if high <= low:
+        high = low + (abs(low) or 1.0)
+    raw = (high - low) / max(count, 1)
+    power = float(10.0 ** np.floor(np.log10(raw)))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = float(np.floor(low / step) * step)
+    steps = int(np.ceil((high - first) / step - 1e-9))
+    return [round(first + k * step, 12) for k in range(steps + 1)]
+
+
+@dataclass
+class PlotArea:
+    """Maps data (x, y) to pixels of a ``width`` x ``height`` tile inside its margins."""
+
+    x_ticks: List[float]
+    y_ticks: List[float]
+    width: int = 640
+    height: int = 420
+    left: int = 70
+    right: int = 20
+    top: int = 40
+    bottom: int = 45
+
+    def to_pixel(self, x: float, y: float) -> Tuple[int, int]:
+        x0, x1, y0, y1 = self.x_ticks[0], self.x_ticks[-1], self.y_ticks[0], self.y_ticks[-1]
+        px = self.left + (x - x0) / (x1 - x0) * (self.width - self.left - self.right)
+        py = self.height - self.bottom - (y - y0) / (y1 - y0) * (self.height - self.top - self.bottom)
+        return int(round(px)), int(round(py))
+
+
+def _draw_axes(area: PlotArea, title: str, y_label: str) -> np.ndarray:
+    import cv2
+
+    tile = np.full((area.height, area.width, 3), 255, dtype=np.uint8)
+    font, grey = cv2.FONT_HERSHEY_SIMPLEX, (90, 90, 90)
+    for y in area.y_ticks:
+        _, py = area.to_pixel(area.x_ticks[0], y)
+        cv2.line(tile, (area.left, py), (area.width - area.right, py), (225, 225, 225), 1)
+        cv2.putText(tile, f"{y:g}", (4, py + 4), font, 0.4, grey, 1, cv2.LINE_AA)
+    for x in area.x_ticks:
+        px, _ = area.to_pixel(x, area.y_ticks[0])
+        cv2.line(tile, (px, area.top), (px, area.height - area.bottom), (225, 225, 225), 1)
+        cv2.putText(tile, f"{x:g}", (px - 12, area.height - area.bottom + 18), font, 0.4, grey, 1,
+                    cv2.LINE_AA)
+    cv2.rectangle(tile, (area.left, area.top), (area.width - area.right, area.height - area.bottom),
+                  grey, 1)
+    cv2.putText(tile, title, (area.left, 26), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(tile, y_label, (area.width - area.right - 8 * len(y_label), 26), font, 0.45, grey, 1,
+                cv2.LINE_AA)
+    cv2.putText(tile, "iteration", (area.width // 2 - 30, area.height - 8), font, 0.45, grey, 1,
+                cv2.LINE_AA)
+    return tile
+
+
+def plot_series(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], title: str,
+                y_label: str, *, markers: bool = False,
+                colors: Sequence[Tuple[int, int, int]] = CURVE_COLORS) -> Tuple[np.ndarray, PlotArea]:
+    """Line plot of ``{name: (iterations, values)}`` -> ([H, W, 3] uint8 RGB tile, its PlotArea)."""
+    import cv2
+
+    xs = [float(x) for values, _ in series.values() for x in values]
+    ys = [float(y) for _, values in series.values() for y in values if np.isfinite(y)]
+    area = PlotArea(nice_ticks(min(xs, default=0.0), max(xs, default=1.0)),
+                    nice_ticks(min(ys, default=0.0), max(ys, default=1.0)))
+    tile = _draw_axes(area, title, y_label)
+    for index, (name, (iterations, values)) in enumerate(series.items()):
+        color = tuple(int(c) for c in colors[index % len(colors)])
+        points = [area.to_pixel(x, y) for x, y in zip(iterations, values) if np.isfinite(y)]
+        if len(points) > 1:
+            cv2.polylines(tile, [np.asarray(points, np.int32)], False, color, 2, cv2.LINE_AA)
+        for point in points if markers or len(points) == 1 else []:
+            cv2.circle(tile, point, 4, color, -1, cv2.LINE_AA)
+        legend_y = area.top + 16 + 18 * index
+        cv2.line(tile, (area.width - area.right - 130, legend_y - 4),
+                 (area.width - area.right - 108, legend_y - 4), color, 3)
+        cv2.putText(tile, name, (area.width - area.right - 102, legend_y), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return tile, area
+
+
+def read_training_metrics(path: str | os.PathLike) -> Tuple[Dict[str, Tuple[list, list]], Dict[str, Tuple[list, list]]]:
+    """``metrics.jsonl`` -> (loss series, evaluation series), each ``{name: (iterations, values)}``;
+    losses are the keys starting with ``loss``, evaluations the PQ / mIoU / SQ / RQ of ``eval``."""
+    losses: Dict[str, Tuple[list, list]] = {}
+    evaluations: Dict[str, Tuple[list, list]] = {}
+    path = Path(path)
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            iteration = int(row["iteration"])
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{path}: line {number} is not a metrics record") from None
+        for key, value in row.items():
+            if key.startswith("loss") and isinstance(value, (int, float)):
+                losses.setdefault(key, ([], []))[0].append(iteration)
+                losses[key][1].append(float(value))
+        for key in _EVAL_KEYS:
+            value = (row.get("eval") or {}).get(key)
+            if isinstance(value, (int, float)):
+                evaluations.setdefault(key, ([], []))[0].append(iteration)
+                evaluations[key][1].append(float(value))
+    return losses, evaluations
+
+
+def plot_training_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
+    """Draw the loss curves and the periodic PQ / mIoU (SQ, RQ) of a ``pdl train`` folder's
+    ``metrics.jsonl`` side by side into a PNG (default ``run_dir/training_curves.png``)."""
+    from pdlkit.inference.writers import write_png
+
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise DataError(f"{run_dir}: not a training run folder (no metrics.jsonl)")
+    losses, evaluations = read_training_metrics(metrics)
+    if not losses and not evaluations:
+        raise DataError(f"{metrics}: holds no losses or evaluations yet")
+    loss_tile, _ = plot_series(losses, "training losses", "loss")
+    eval_colors = CURVE_COLORS[1:] + CURVE_COLORS[:1]
+    eval_tile, _ = plot_series(evaluations, "evaluation" if evaluations else "evaluation (none yet)",
+                               "%", markers=True, colors=eval_colors)
+    target = Path(output) if output is not None else run_dir / "training_curves.png"
+    write_png(target, np.concatenate([loss_tile, eval_tile], axis=1))
+    return target

@@ -147,3 +147,89 @@ def test_visualize_errors(predicted):
         visualize_predictions(predicted / "images", predicted / "v", progress=False)
     with pytest.raises(PdlError, match="no such file"):
         visualize_predictions(predicted / "nothing", predicted / "v", progress=False)
+
+
+def test_a_file_name_with_dot_dot_never_writes_outside_the_output(predicted):
+    import json
+    import shutil
+
+    pred = predicted / "pred"
+    shutil.rmtree(pred / "segments")  # only panoptic.json names the files now
+    index = json.loads((pred / "panoptic.json").read_text())
+    (pred / "escape").mkdir()
+    shutil.copy(pred / "panoptic" / "b.png", pred / "escape" / "b.png")
+    for annotation in index["annotations"]:
+        if annotation["file_name"] == "b.png":
+            annotation["file_name"] = "../escape/b.png"  # a readable png, one level up
+    (pred / "panoptic.json").write_text(json.dumps(index))
+    out = predicted / "vis" / "inner"
+    summary = visualize_predictions(pred, out, images_dir=predicted / "images", progress=False)
+    assert len(summary.written) == 2
+    assert [name for name, _ in summary.failed] == ["../escape/b.png"]
+    assert "leads outside" in summary.failed[0][1]
+    written = sorted(p.relative_to(predicted).as_posix() for p in predicted.rglob("*_overlay.png"))
+    assert written == ["vis/inner/a_overlay.png", "vis/inner/sub/c_overlay.png"]
+
+
+def test_nice_ticks_cover_the_range_with_round_steps():
+    from pdlkit.visualize import nice_ticks
+
+    assert nice_ticks(0, 750) == [0, 200, 400, 600, 800]
+    assert nice_ticks(55.2, 64.0) == [54, 56, 58, 60, 62, 64]
+    assert nice_ticks(0.1, 0.3) == [0.1, 0.15, 0.2, 0.25, 0.3]
+    assert nice_ticks(3, 3)[0] == 3 and len(nice_ticks(3, 3)) > 1
+
+
+def _metrics_run(root):
+    import json
+
+    root.mkdir()
+    lines = [{"iteration": it, "lr": 1e-3, "loss": 4.0, "loss_semantic": 1.0, "eta_seconds": 1.0}
+             for it in range(10, 110, 10)]
+    lines += [{"iteration": 50, "eval": {"PQ": 30.0, "mIoU": 50.0, "SQ": 70.0, "RQ": 40.0}},
+              {"iteration": 100, "eval": {"PQ": 40.0, "mIoU": 60.0, "SQ": 75.0, "RQ": 50.0}}]
+    (root / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return root
+
+
+def test_training_curves_put_each_series_where_its_numbers_say(tmp_path):
+    from pdlkit.visualize import CURVE_COLORS, plot_series, plot_training_run, read_training_metrics
+
+    run = _metrics_run(tmp_path / "run")
+    losses, evaluations = read_training_metrics(run / "metrics.jsonl")
+    assert sorted(losses) == ["loss", "loss_semantic"] and losses["loss"][0] == list(range(10, 110, 10))
+    assert evaluations["PQ"] == ([50, 100], [30.0, 40.0]) and evaluations["mIoU"][1] == [50.0, 60.0]
+
+    tile, area = plot_series(losses, "training losses", "loss")
+    color = np.array(CURVE_COLORS[0])  # "loss" is the first series: a flat line at 4.0
+    _, row = area.to_pixel(10, 4.0)
+    left, _ = area.to_pixel(10, 4.0)
+    right, _ = area.to_pixel(100, 4.0)
+    exact = np.all(tile == color, axis=-1)
+    assert exact[row, left + 5:right - 5].all()
+    legend_left = area.width - area.right - 135  # the legend's swatches share the colours
+    assert not exact[: row - 2, left:legend_left].any() and not exact[row + 3:, left:legend_left].any()
+
+    picture = cv2.imread(str(plot_training_run(run)))
+    assert picture.shape == (area.height, 2 * area.width, 3)
+    eval_tile = cv2.cvtColor(picture[:, area.width:], cv2.COLOR_BGR2RGB)
+    pq_color = np.array(CURVE_COLORS[1])  # PQ: the first evaluation series
+    _, eval_area = plot_series(evaluations, "evaluation", "%", markers=True)
+    for iteration, value in zip(*evaluations["PQ"]):
+        x, y = eval_area.to_pixel(iteration, value)
+        assert (eval_tile[y, x] == pq_color).all()  # a marker at each evaluation
+
+
+def test_visualize_cli_on_a_run_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from pdlkit.cli.main import cli
+
+    run = _metrics_run(tmp_path / "run")
+    result = CliRunner().invoke(cli, ["visualize", str(run)])
+    assert result.exit_code == 0 and (run / "training_curves.png").is_file()
+    result = CliRunner().invoke(cli, ["visualize", str(run), "--output", str(tmp_path / "c.png")])
+    assert result.exit_code == 0 and (tmp_path / "c.png").is_file()
+    (run / "metrics.jsonl").write_text("not json\n")
+    result = CliRunner().invoke(cli, ["visualize", str(run)])
+    assert result.exit_code == 1 and "line 1 is not a metrics record" in result.output

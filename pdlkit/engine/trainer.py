@@ -330,25 +330,29 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
-        """The evaluation callable's result for the current model (rank 0; the others wait), after
-        saving a checkpoint.  An evaluation that raises is logged and recorded in metrics.jsonl and
-        gives ``{"eval_error": message}``; it never stops training."""
+        """The evaluation callable's result for the current model, after saving a checkpoint.  Every
+        rank calls it with rank 0's weights and buffers (under torchrun the library evaluation
+        predicts a share per rank and rank 0 scores).  An evaluation that raises is logged and
+        recorded in metrics.jsonl and gives ``{"eval_error": message}``; it never stops training."""
+        from ..inference.distributed import sync_module_state
+
         if self.evaluate_fn is None:
             return {}
         if self._saved_iteration != self.iteration:
             self.save(f"model_{self.iteration:07d}.pt")  # nothing is lost if the evaluation crashes
         result: dict = {}
+        model = _unwrap(self.model)
+        was_training = model.training
+        try:
+            sync_module_state(model)  # CPU DDP keeps per-rank batch-norm statistics
+            result = dict(self.evaluate_fn(model.eval(), self.iteration) or {})
+        except Exception as exc:  # noqa: BLE001 - any failure of the callable is reported, not fatal
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            logger.error("evaluation at iteration %d failed: %s: %s", self.iteration, type(exc).__name__, message)
+            result = {"eval_error": f"{type(exc).__name__}: {message}"}
+        finally:
+            model.train(was_training)
         if self.context.is_main:
-            model = _unwrap(self.model)
-            was_training = model.training
-            try:
-                result = dict(self.evaluate_fn(model.eval(), self.iteration) or {})
-            except Exception as exc:  # noqa: BLE001 - any failure of the callable is reported, not fatal
-                message = " ".join(str(exc).split()) or type(exc).__name__
-                logger.error("evaluation at iteration %d failed: %s: %s", self.iteration, type(exc).__name__, message)
-                result = {"eval_error": f"{type(exc).__name__}: {message}"}
-            finally:
-                model.train(was_training)
             self._log_evaluation(result)
         self.context.barrier()
         return result

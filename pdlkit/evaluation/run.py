@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -72,19 +71,34 @@ def predict_and_evaluate(
     if not records:
         raise DataError(f"{data_root}: split {split!r} has no annotated images to evaluate")
     chosen = records[:max_images] if 0 < max_images < len(records) else records
-    if work_dir is not None:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="pdl_eval_", dir=work_dir) as tmp:
+    # Under torchrun (a process group is initialised) every rank predicts its share into one
+    # folder and rank 0 scores it all: the numbers are the single-process numbers exactly.
+    from pdlkit.inference.distributed import barrier, broadcast_object, shared_temp_dir, world
+
+    is_main = world()[0] == 0
+    with shared_temp_dir(parent=work_dir, prefix="pdl_eval_") as tmp:
         image_paths = [Path(r.image_path) for r in chosen]
         if chosen is records:
             inputs = Path(os.path.commonpath([str(p.parent) for p in image_paths]))
         else:
-            inputs = _link_subset(image_paths, Path(tmp) / "images")
+            inputs = _link_subset(image_paths, Path(tmp) / "images") if is_main else Path(tmp) / "images"
+            barrier()
         predictions = Path(tmp) / "predictions"
         summary = predict_paths(predictor, str(inputs), predictions, batch_size=batch_size, progress=progress)
-        if summary.failed:
-            path, reason = summary.failed[0]
-            raise DataError(f"{path}: could not be predicted ({reason}); {len(summary.failed)} image(s) failed")
+        failed = broadcast_object(summary.failed)  # rank 0's summary holds every rank's failures
+        if failed:
+            path, reason = failed[0]
+            raise DataError(f"{path}: could not be predicted ({reason}); {len(failed)} image(s) failed")
         image_ids = [r.image_id for r in chosen] if chosen is not records else None
-        return evaluate_predictions(data_root, split, predictions, spec=predictor.spec, compute_ap=compute_ap,
-                                    progress=progress, image_ids=image_ids, num_workers=num_workers)
+        results, error = None, None
+        if is_main:
+            try:
+                results = evaluate_predictions(data_root, split, predictions, spec=predictor.spec,
+                                               compute_ap=compute_ap, progress=progress, image_ids=image_ids,
+                                               num_workers=num_workers)
+            except Exception as exc:  # raised on every rank below, so none waits for rank 0
+                error = exc
+        results, error = broadcast_object((results, error))
+        if error is not None:
+            raise error
+        return results

@@ -1,4 +1,4 @@
-"""Writers of the prediction files of DESIGN.md §3.
+"""Writers of the prediction files of ``pdl predict``.
 
 Layout under the output folder ``DIR`` for an input image ``<rel>/<name>.<ext>`` (``rel`` mirrors
 the input's sub-folders; ``image_id`` = ``name`` without a trailing ``_leftImg8bit``):

