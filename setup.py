@@ -101,7 +101,6 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["pdlkit", "pdlkit.*"]) + ["pdlkit.cli"],
     package_dir={"pdlkit.cli": "cli"},
-    package_data={"pdlkit": ["configs/*.yaml"]},
     ext_modules=[extension(), evaluation_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=[
