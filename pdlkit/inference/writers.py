@@ -4,7 +4,7 @@ Layout under the output folder ``DIR`` for an input image ``<rel>/<name>.<ext>``
 the input's sub-folders; ``image_id`` = ``name`` without a trailing ``_leftImg8bit``):
 
 - ``DIR/panoptic/<rel>/<image_id>.png``: RGB segment ids, id = R + 256 G + 256² B, 0 = void.  A
-  segment's id is ``category_id * label_divisor + k`` (k = the instance number from 1 for things,
+  segment's id is ``category_id * label_divisor + k`` (the dataset spec's divisor) (k = the instance number from 1 for things,
   0 for stuff; stuff of a category with id 0 takes ``(max category id + 1) * label_divisor``).
 - ``DIR/semantic/<rel>/<image_id>.png``: dataset label ids (category ids), uint8 (uint16 when a
   category id exceeds 255).
@@ -75,12 +75,18 @@ def rgb_to_ids(rgb: np.ndarray) -> np.ndarray:
 
 
 def file_segments(prediction: Prediction, spec) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
-    """Dataset-space ids: ([H, W] int64 id map, 0 = void; segments_info for panoptic.json)."""
-    divisor = prediction.label_divisor
+    """Dataset-space ids: ([H, W] int64 id map, 0 = void; segments_info for panoptic.json).
+
+    The merge numbers instances with its own ``label_divisor`` (``post.label_divisor``, train-id
+    space); the files use the dataset's (``spec.label_divisor``), the one evaluation decodes with.
+    """
+    divisor = int(spec.label_divisor)
     unused_category_base = (max(int(c) for c in spec.category_ids) + 1) * divisor
     old_ids, new_ids, infos = [], [], []
     for segment in prediction.segments:
-        k = segment["id"] % divisor
+        k = segment["id"] % prediction.label_divisor
+        if k >= divisor:
+            raise DataError(f"instance number {k} does not fit under the dataset's label_divisor {divisor}")
         file_id = segment["category_id"] * divisor + k
         if file_id == 0:
             file_id = unused_category_base

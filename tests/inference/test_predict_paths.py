@@ -167,3 +167,30 @@ def test_empty_and_missing_input(predictor, tmp_path):
         predict_paths(predictor, tmp_path / "empty", tmp_path / "out", progress=False)
     with pytest.raises(PdlError, match="no such file or folder"):
         predict_paths(predictor, tmp_path / "nope", tmp_path / "out", progress=False)
+
+
+def test_file_ids_use_the_dataset_label_divisor(tmp_path):
+    """Prediction files are in dataset space: ids are category_id * spec.label_divisor + k, whatever
+    label divisor the merge used internally (post.label_divisor), so that evaluation, which decodes
+    with the spec's divisor, reads them back."""
+    spec = toy_spec()
+    image = np.random.default_rng(3).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), image)
+    outputs = {}
+    for divisor in (1000, 256):
+        cfg = small_config()
+        cfg.post.label_divisor = divisor
+        predictor = Predictor.from_model(ConvPanopticNet(spec.num_classes, size_divisibility=8), cfg, spec, "cpu")
+        out = tmp_path / f"out{divisor}"
+        assert predict_paths(predictor, folder, out, progress=False).ok
+        record = json.loads((out / "panoptic.json").read_text())["annotations"][0]
+        ids = rgb_to_ids(cv2.imread(str(out / "panoptic" / "a.png"))[..., ::-1])
+        outputs[divisor] = (record["segments_info"], ids)
+        things = [s for s in record["segments_info"] if s["category_id"] in (24, 26)]
+        assert things, "the fake network should give thing segments"
+        for segment in record["segments_info"]:
+            assert segment["id"] // spec.label_divisor == segment["category_id"]
+    assert outputs[1000][0] == outputs[256][0]
+    np.testing.assert_array_equal(outputs[1000][1], outputs[256][1])
