@@ -45,8 +45,27 @@ class LazyGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (PdlError, ConfigError) as exc:
+        except PdlError as exc:
+            raise click.ClickException(_in_flag_terms(exc, self, ctx)) from None
+        except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
+
+
+# Library parameters whose command-line option has another name.
+PARAMETER_OPTIONS = {"images_dir": "images", "cfg": "config_path"}
+
+
+def _in_flag_terms(exc, group: click.Group, ctx) -> str:
+    """The error's message with its library parameters named by the invoked command's flags."""
+    command = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    if command is None:
+        return str(exc)
+    commands = [command] + list(getattr(command, "commands", {}).values())
+    flags = {option.name: max(option.opts, key=len)
+             for c in commands for option in c.params if isinstance(option, click.Option)}
+    names = {parameter: flags[PARAMETER_OPTIONS.get(parameter, parameter)] for parameter in exc.parameters
+             if PARAMETER_OPTIONS.get(parameter, parameter) in flags}
+    return exc.in_terms_of(names)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

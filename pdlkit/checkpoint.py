@@ -338,13 +338,15 @@ def import_weights_file(
         name = backbone or (cfg.model.backbone if cfg is not None else None)
         if name is None:
             if source_format == "torchvision":
-                raise PdlError("--from torchvision needs --config or --backbone to know which backbone it is")
+                raise PdlError("a torchvision file needs cfg or backbone to know which backbone it is",
+                               parameter=("cfg", "backbone"))
             name = "resnet52"
         state, report = import_backbone_weights(source, name, source_format=source_format)
         save_backbone_state(output, state)
         return report
     if cfg is None:
-        raise PdlError("importing a whole detectron2 model needs --config (e.g. configs/cityscapes_r52_dc5_d2.yaml)")
+        raise PdlError("importing a whole detectron2 model needs cfg (e.g. configs/cityscapes_r52_dc5_d2.yaml)",
+                       parameter="cfg")
     checkpoint, report = import_detectron2_model(source, cfg, spec_for(cfg.data))
     save_checkpoint(output, checkpoint)
     return report

@@ -340,7 +340,7 @@ def _find_image(record: Dict[str, Any], images_dir: Optional[Path]) -> Path:
     source = record.get("source_image")
     if source and Path(source).is_file():
         return Path(source)
-    raise DataError(f"{record['file_name']}: the input image is not found; pass --images DIR")
+    raise DataError(f"{record['file_name']}: the input image is not found; give the images folder (images_dir)")
 
 
 def visualize_predictions(
@@ -362,18 +362,18 @@ def visualize_predictions(
     from tqdm import tqdm
 
     if what not in ("overlay", "panel"):
-        raise PdlError(f"--what must be overlay or panel, got {what!r}")
+        raise PdlError(f"what must be overlay or panel, got {what!r}", parameter="what")
     if not isinstance(scale, int) or scale < 1:
-        raise PdlError(f"--scale must be a whole number >= 1, got {scale!r}")
+        raise PdlError(f"scale must be a whole number >= 1, got {scale!r}", parameter="scale")
     source = Path(predictions)
     if not source.exists():
         raise PdlError(f"{source}: no such file or folder")
+    images_root = Path(images_dir) if images_dir is not None else None
+    if images_root is not None and not images_root.is_dir():
+        raise PdlError(f"{images_root}: images_dir must be a folder", parameter="images_dir")
     root = source if source.is_dir() else _find_root(source.parent)
     spec = _load_spec(root)
     records = _records(root, None if source.is_dir() else source)
-    images_root = Path(images_dir) if images_dir is not None else None
-    if images_root is not None and not images_root.is_dir():
-        raise PdlError(f"{images_root}: --images must be a folder")
     summary = VisualizeSummary()
     out_root = Path(output_dir)
     for record in tqdm(records, unit="img", desc="visualize", disable=not progress, dynamic_ncols=True):

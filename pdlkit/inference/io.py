@@ -80,7 +80,7 @@ def _check_pixels(path: Path, max_pixels: Optional[int]) -> None:
         height, width = size
         raise DataError(
             f"{path}: {width}x{height} pixels ({height * width / 1e6:.0f} MP) is more than the limit "
-            f"of {max_pixels / 1e6:g} MP (raise it with --max-pixels)")
+            f"of {max_pixels / 1e6:g} MP (raise the max-pixels limit)")
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -396,5 +396,6 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     except RuntimeError:
         raise PdlError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise PdlError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
+        raise PdlError(f"device {device!r} was asked for, but no CUDA GPU is available here; use cpu",
+                       parameter="device")
     return resolved

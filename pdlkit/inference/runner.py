@@ -306,9 +306,9 @@ def predict_paths(
     from tqdm import tqdm
 
     if batch_size < 1:
-        raise PdlError(f"--batch-size must be at least 1, got {batch_size}")
+        raise PdlError(f"batch_size must be at least 1, got {batch_size}", parameter="batch_size")
     if max_pixels is not None and max_pixels < 0:
-        raise PdlError(f"--max-pixels must be positive, got {max_pixels}")
+        raise PdlError(f"max_pixels must be positive, got {max_pixels}", parameter="max_pixels")
     workers = _default_workers() if workers is None else workers
     if workers < 1:
         raise PdlError(f"workers must be at least 1, got {workers}")
