@@ -18,14 +18,14 @@ link leading out), checked here and again whenever the split is read.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import DataError
-from ..fileio import atomic_write_text, resolve_inside
+from ..fileio import resolve_inside
+from ..io import read_json, write_json
 from .spec import DatasetSpec, coco_spec_from_categories
 
 __all__ = [
@@ -73,13 +73,7 @@ def layout_hint(root) -> str:
 # ----------------------------------------------------------------------------- reading
 def read_json_object(path: Path) -> dict:
     """A JSON file whose top level is an object; DataError naming the file otherwise."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: the top level must be an object")
     return data
@@ -242,7 +236,7 @@ def write_manifest(root, spec: DatasetSpec, splits: Dict[str, dict], *, sources:
                             f"already prepared in {root}; every split must list the same categories")
     manifest["splits"].update(splits)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    write_json(root / MANIFEST_NAME, manifest, indent=2)
     return manifest
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .io import read_rgb, rgb_to_id
+from ..io import read_image, rgb_to_id
 from .records import Record, load_records
 from .spec import DatasetSpec
 from .transforms import apply_augment, sample_augment_params
@@ -57,8 +57,8 @@ class PanopticTrainDataset(_Base):
     def read(self, index: int):
         """(image [H, W, 3] uint8 RGB, panoptic [H, W, 3] uint8 RGB-encoded ids, record)."""
         record: Record = self.records[index]
-        image = read_rgb(record.image_path)
-        panoptic_rgb = read_rgb(record.panoptic_path)
+        image = read_image(record.image_path)
+        panoptic_rgb = read_image(record.panoptic_path)
         if image.shape[:2] != panoptic_rgb.shape[:2]:
             raise DataError(f"{record.panoptic_path}: size {panoptic_rgb.shape[:2]} differs from its image "
                             f"{record.image_path} {image.shape[:2]}")

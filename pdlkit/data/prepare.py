@@ -16,9 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError
+from ..io import write_png
 from .coco_format import prepare_splits
-from .io import atomic_write_bytes
 
 __all__ = ["prepare_cityscapes", "prepare_coco", "prepare_vistas", "prepare_toy", "CityscapesPrepareSummary"]
 
@@ -88,9 +90,7 @@ def _write_train_ids(polygons_json: Path, out_png: Path) -> None:
             image = createLabelImage(annotation, "trainIds")
     except SystemExit:  # cityscapesscripts exits on an unknown label name
         raise DataError(f"{polygons_json}: contains a label that cityscapesscripts does not know") from None
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(out_png, buffer.getvalue())
+    write_png(out_png, np.asarray(image, dtype=np.uint8))
 
 
 class _ProgressSink(io.TextIOBase):

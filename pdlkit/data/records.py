@@ -1,7 +1,6 @@
 """Records: one annotated image of a prepared dataset (image path, panoptic png, segments)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import resolve_inside
+from ..io import read_json
 from .coco_format import is_coco_format, layout_hint, manifest_spec, read_split_json, split_files
 from .spec import CITYSCAPES_LAYOUT_NAMES, UNKNOWN_DATASET, DatasetSpec, cityscapes_spec
 
@@ -49,13 +49,7 @@ def segments_from_info(segments_info, spec: DatasetSpec, *, source: str = "") ->
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DataError(f"{path}: not a COCO panoptic json (no 'annotations' list)")
     return data

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataError
-from .io import atomic_write_bytes, atomic_write_json, write_png
+from ..io import read_json, write_json, write_png
 
 __all__ = ["generate_toy", "render_toy_image", "toy_scene_polygons", "TOY_CITIES", "TOY_MARKER",
            "TOY_GENERATOR_VERSION"]
@@ -507,8 +507,8 @@ def generate_toy(out, *, train: int = 40, val: int = 10, height: int = 128, widt
     marker = out / TOY_MARKER
     if marker.is_file():
         try:
-            existing = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
+            existing = read_json(marker)
+        except DataError:  # a marker cut short: treated as other parameters
             existing = None
         if existing == params:
             return out
@@ -533,7 +533,6 @@ def generate_toy(out, *, train: int = 40, val: int = 10, height: int = 128, widt
         write_png(gt_dir / f"{stem}_gtFine_labelIds.png", scene["label_ids"])
         write_png(gt_dir / f"{stem}_gtFine_instanceIds.png", scene["instance_ids"])
         write_png(gt_dir / f"{stem}_gtFine_color.png", scene["color"])
-        atomic_write_bytes(gt_dir / f"{stem}_gtFine_polygons.json",
-                           json.dumps(scene["polygons"], indent=4).encode())
-    atomic_write_json(marker, params, indent=2)
+        write_json(gt_dir / f"{stem}_gtFine_polygons.json", scene["polygons"], indent=4)
+    write_json(marker, params, indent=2, sort_keys=True)
     return out

@@ -89,7 +89,7 @@ def apply_augment(image: np.ndarray, panoptic_rgb: np.ndarray, params: AugmentPa
     """
     import cv2
 
-    from .io import rgb_to_id
+    from ..io import rgb_to_id
 
     height, width = panoptic_rgb.shape[:2]
     crop_h, crop_w = crop_hw
@@ -122,7 +122,7 @@ def apply_augment(image: np.ndarray, panoptic_rgb: np.ndarray, params: AugmentPa
 def apply_augment_reference(image: np.ndarray, panoptic_rgb: np.ndarray, params: AugmentParams, crop_hw: tuple,
                             *, mean: np.ndarray, std: np.ndarray, panoptic_fill: int):
     """:func:`apply_augment` step by step (resize, normalise, pad, crop, flip); slow, for tests."""
-    from .io import rgb_to_id
+    from ..io import rgb_to_id
 
     image, panoptic_rgb = resize_pair(image, panoptic_rgb, params.resized_hw)
     normalised = (image.astype(np.float32) - mean) / std

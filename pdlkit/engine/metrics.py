@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from ..fileio import atomic_write_text
+
 __all__ = ["MetricsWriter", "WindowAverage", "format_seconds"]
 
 
@@ -81,9 +83,7 @@ class MetricsWriter:
                 continue
             if int(record.get("iteration", 0)) <= iteration:
                 kept.append(line)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, record: dict, *, scalars_prefix: str = "train/") -> None:
         self._handle.write(json.dumps(record, sort_keys=True) + "\n")

@@ -18,7 +18,6 @@ tensorboard is installed), ``config.yaml`` and ``final_metrics.json``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -50,6 +49,7 @@ from ..config import Config
 from ..data import build_train_dataset, spec_for
 from ..errors import DataError, PdlError
 from ..fileio import atomic_write_text
+from ..io import write_json
 from ..modeling import PanopticDeepLabLoss, build_model
 from . import data_order
 from .data_order import SampleError, SeededSamples, ShardedBatchOrder, collate_or_error, make_worker_init_fn
@@ -392,8 +392,7 @@ class Trainer:
             if not self.context.is_main:
                 return {"iteration": self.iteration}
             summary = {"iteration": self.iteration, "checkpoint": str(final_path), **result}
-            atomic_write_text(self.output_dir / "final_metrics.json",
-                              json.dumps(summary, indent=2, sort_keys=True, default=float))
+            write_json(self.output_dir / "final_metrics.json", summary, indent=2, sort_keys=True, default=float)
             return summary
         finally:
             if self.writer is not None:

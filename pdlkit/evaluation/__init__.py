@@ -10,7 +10,9 @@ tools.
 """
 from __future__ import annotations
 
-from ._io import atomic_write_json, load_ground_truth, load_json
+from pdlkit.io import read_json, write_json
+
+from ._io import load_ground_truth
 from .convert import convert_predictions
 from .evaluate import evaluate_predictions
 from .report import format_results
@@ -24,10 +26,10 @@ __all__ = [
     "load_ground_truth",
     "spec_of_predictions",
     "write_results_json",
-    "load_json",
+    "read_json",
 ]
 
 
 def write_results_json(path, results) -> None:
     """Write a results dict as strict JSON (NaN/inf as null), atomically."""
-    atomic_write_json(path, results)
+    write_json(path, results)

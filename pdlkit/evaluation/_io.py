@@ -1,4 +1,5 @@
-"""File access shared by the evaluators and the converter: PNG reading, id compaction, atomic writes.
+"""Evaluation's hot path over files: fast PNG decoding, id compaction, pair counts, and finding the
+ground truth and predictions.  Any PNG the fast path does not take goes to :mod:`pdlkit.io`.
 
 Ground truth is a COCO-panoptic dataset prepared by ``pdl prepare coco|vistas|panoptic``, or the
 Cityscapes layout that cityscapesscripts' ``createPanopticImgs`` writes
@@ -8,7 +9,6 @@ Cityscapes layout that cityscapesscripts' ``createPanopticImgs`` writes
 """
 from __future__ import annotations
 
-import json
 import os
 import struct
 import threading
@@ -18,8 +18,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from pdlkit import io
 from pdlkit.errors import DataError
-from pdlkit.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "read_panoptic_png",
@@ -28,24 +28,9 @@ __all__ = [
     "pair_histogram",
     "known_pair_histogram",
     "value_counts",
-    "load_json",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_json",
-    "atomic_write_png",
     "load_ground_truth",
     "load_predictions",
 ]
-
-
-def _spng_decoder():
-    """imagecodecs' libspng decoder when installed (measured 1.2-1.7x faster than OpenCV's libpng
-    on these files, and it releases the GIL), else None."""
-    try:
-        from imagecodecs import spng_decode
-    except ImportError:
-        return None
-    return spng_decode
 
 
 def _fast_decoder():
@@ -66,7 +51,6 @@ def _fast_decoder():
     return None
 
 
-_SPNG_DECODE = _spng_decoder()
 _FAST_DECODE = _fast_decoder()
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (palette: not here)
@@ -149,80 +133,31 @@ def _fast_decode(encoded: bytes, rgb_ids: bool, reuse: Optional[str] = None) -> 
     return out if rgb_ids or channels > 1 else out.reshape(height, width)
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-
-
-def _decode(path: Path, encoded: Optional[bytes] = None) -> tuple:
-    """(image, channel order "RGB" or "BGR") of a PNG file; DataError naming it when unreadable."""
-    import cv2
-
-    encoded = np.frombuffer(_read_bytes(path) if encoded is None else encoded, dtype=np.uint8)
-    if _SPNG_DECODE is not None and encoded.size:
-        try:
-            return _SPNG_DECODE(encoded), "RGB"
-        except Exception:  # 16-bit or unusual PNGs, and corrupt files: OpenCV decides
-            pass
-    image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
-    if image is None:
-        raise DataError(f"{path}: not a readable PNG (empty, corrupt or unsupported)")
-    return image, "BGR"
-
-
 def read_panoptic_png(path: str | os.PathLike, *, reuse: Optional[str] = None) -> np.ndarray:
     """Read a COCO-panoptic PNG as ``[H, W]`` int32 segment ids, id = R + 256·G + 256²·B.
 
     Alpha, if present, is ignored (as cityscapesscripts' ``rgb2id`` does).  8-bit RGB(A) files
-    take the libdeflate path (ids written while unfiltering); others go through libspng or OpenCV.
+    take the libdeflate path (ids written while unfiltering); others :func:`pdlkit.io.read_panoptic_png`.
     ``reuse``: a name; the result may then live in a buffer of the calling thread that its next
     read with the same name overwrites (for loops that are done with one image before the next).
     """
     path = Path(path)
-    encoded = _read_bytes(path)
+    encoded = io.read_bytes(path)
     ids = _fast_decode(encoded, rgb_ids=True, reuse=reuse)
     if ids is not None:
         return ids
-    image, order = _decode(path, encoded)
-    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-        raise DataError(
-            f"{path}: a panoptic PNG must be 8-bit RGB, got shape {image.shape} of {image.dtype}"
-        )
-    import cv2
-
-    # As RGBA bytes, a little-endian uint32 reads R + 256 G + 256² B + 256³ A: one SIMD colour
-    # conversion and a mask give the ids without per-channel passes.
-    if image.shape[2] == 3:
-        code = cv2.COLOR_BGR2RGBA if order == "BGR" else cv2.COLOR_RGB2RGBA
-        rgba = cv2.cvtColor(image, code)
-    else:
-        rgba = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA) if order == "BGR" else image
-    ids = np.ascontiguousarray(rgba).view("<u4").reshape(rgba.shape[:2])
-    ids &= 0xFFFFFF
-    return ids.view(np.int32)
+    return io.read_panoptic_png(path, encoded)
 
 
 def read_label_png(path: str | os.PathLike, *, reuse: Optional[str] = None) -> np.ndarray:
     """Read a single-channel label PNG (8- or 16-bit gray, or palette indices) as ``[H, W]``;
-    ``reuse`` as in :func:`read_panoptic_png`."""
+    ``reuse`` as in :func:`read_panoptic_png`.  Files off the fast path: :func:`pdlkit.io.read_label_png`."""
     path = Path(path)
-    encoded = _read_bytes(path)
+    encoded = io.read_bytes(path)
     image = _fast_decode(encoded, rgb_ids=False, reuse=reuse)
     if image is not None and image.ndim == 2:
         return image
-    image, _ = _decode(path, encoded)
-    if image.ndim == 2:
-        return image
-    # OpenCV expands palette images to colour; their indices are the labels, as PIL reads them.
-    from PIL import Image
-
-    with Image.open(path) as pil_image:
-        if pil_image.mode not in ("P", "L", "I", "I;16"):
-            raise DataError(f"{path}: a label PNG must have one channel, got mode {pil_image.mode}")
-        return np.asarray(pil_image)
+    return io.read_label_png(path, encoded)
 
 
 def index_map(id_map: np.ndarray, known_ids: np.ndarray) -> np.ndarray:
@@ -347,49 +282,6 @@ def value_counts(values: np.ndarray) -> tuple:
     return present.astype(np.int64), counts.astype(np.int64)
 
 
-def load_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-# ---------------------------------------------------------------------------------- atomic writes
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python numbers, so the file is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(data), indent=indent, allow_nan=False) + "\n")
-
-
-def atomic_write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Encode ``image`` (``[H, W]`` gray or ``[H, W, 3]`` RGB, uint8/uint16) as PNG, atomically."""
-    import cv2
-
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:  # pragma: no cover - OpenCV fails only on unsupported dtypes, which callers avoid
-        raise DataError(f"{path}: could not encode the PNG")
-    atomic_write_bytes(path, encoded.tobytes())
-
-
 # ---------------------------------------------------------------------------------- dataset files
 def load_ground_truth(data_root: str | os.PathLike, split: str) -> Dict[str, Any]:
     """Find the panoptic ground truth of ``split``: a COCO-panoptic dataset prepared by ``pdl
@@ -417,7 +309,7 @@ def load_ground_truth(data_root: str | os.PathLike, split: str) -> Dict[str, Any
             f"({json_path.relative_to(root)} or {panoptic_dir.relative_to(root)}/ is missing); "
             f"{layout_hint(root)}"
         )
-    gt_json = load_json(json_path)
+    gt_json = io.read_json(json_path)
     if not isinstance(gt_json, dict) or not all(k in gt_json for k in ("annotations", "categories")):
         raise DataError(f"{json_path}: not a COCO panoptic json (needs 'annotations' and 'categories')")
     label_ids, instance_ids = _cityscapes_label_files(root / "gtFine" / split)
@@ -469,7 +361,7 @@ def load_predictions(predictions_dir: str | os.PathLike) -> Dict[str, Any]:
             f"{directory}: not a predictions folder (needs panoptic.json and panoptic/, "
             f"as `pdl predict` writes them)"
         )
-    data = load_json(json_path)
+    data = io.read_json(json_path)
     annotations = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(annotations, list):
         raise DataError(f"{json_path}: expected a COCO panoptic result with an 'annotations' list")

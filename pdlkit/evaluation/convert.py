@@ -24,17 +24,10 @@ from typing import Dict
 import numpy as np
 
 from pdlkit.errors import DataError, PdlError
-from pdlkit.fileio import resolve_inside
+from pdlkit.fileio import atomic_write_text, resolve_inside
+from pdlkit.io import read_json, write_json, write_png
 
-from ._io import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    load_ground_truth,
-    load_json,
-    load_predictions,
-    read_panoptic_png,
-)
+from ._io import load_ground_truth, load_predictions, read_panoptic_png
 from .instance import thing_instances
 
 __all__ = ["convert_predictions", "thing_category_ids_of", "COCO_RESULTS_NAME", "DatasetIdsNeeded"]
@@ -63,20 +56,11 @@ def _thing_category_ids(predictions: Dict, spec, gt_json=None) -> list:
         return [int(c["id"]) for c in gt_json["categories"] if c.get("isthing")]
     spec_path = predictions["dir"] / "spec.json"
     if spec_path.is_file():
-        return thing_category_ids_of(DatasetSpec.from_dict(load_json(spec_path)))
+        return thing_category_ids_of(DatasetSpec.from_dict(read_json(spec_path)))
     categories = predictions["categories"]
     if isinstance(categories, list) and categories:
         return [int(c["id"]) for c in categories if c.get("isthing")]
     return thing_category_ids_of(cityscapes_spec())
-
-
-def _encode_mask_png(mask: np.ndarray) -> bytes:
-    import cv2
-
-    ok, encoded = cv2.imencode(".png", mask)
-    if not ok:  # pragma: no cover - uint8 gray always encodes
-        raise DataError("could not encode an instance mask as PNG")
-    return encoded.tobytes()
 
 
 def _masks(pred_ids: np.ndarray, instances, png_path: Path):
@@ -104,7 +88,7 @@ def _write_cityscapes_image(output: Path, image_id, annotation: Dict, pred_ids, 
     for k, (instance, mask) in enumerate(_masks(pred_ids, instances, png_path)):
         relative = f"masks/{image_id}_{k}.png"
         target = resolve_inside(output, f"{sub}/{relative}", what=where)
-        atomic_write_bytes(target, _encode_mask_png(mask.astype(np.uint8) * 255))
+        write_png(target, mask.astype(np.uint8) * 255)
         lines.append(f"{relative} {instance.category_id} {instance.score!r}\n")
     atomic_write_text(resolve_inside(output, f"{sub}/{image_id}_pred.txt", what=where), "".join(lines))
 
@@ -194,5 +178,5 @@ def convert_predictions(
             coco_results += _coco_image_results(ids[image_id], pred_ids, instances, png_path)
     result_path = output / COCO_RESULTS_NAME if format == "coco" else output
     if format == "coco":
-        atomic_write_json(result_path, coco_results, indent=None)
+        write_json(result_path, coco_results, indent=None)
     return {"images": len(annotations), "instances": num_instances, "output": str(result_path)}

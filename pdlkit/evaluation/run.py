@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from pdlkit.errors import DataError
+from pdlkit.io import read_json
 
-from ._io import load_json
 from .evaluate import evaluate_predictions
 
 __all__ = ["predict_and_evaluate", "spec_of_predictions", "dataset_kind"]
@@ -27,7 +27,7 @@ def spec_of_predictions(directory) -> Optional[object]:
     from pdlkit.data.spec import DatasetSpec
 
     path = Path(directory) / "spec.json"
-    return DatasetSpec.from_dict(load_json(path)) if path.is_file() else None
+    return DatasetSpec.from_dict(read_json(path)) if path.is_file() else None
 
 
 def _link_subset(image_paths: list, folder: Path) -> Path:

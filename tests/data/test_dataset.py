@@ -130,7 +130,7 @@ def _checker(height=40, width=64, block=8):
 @pytest.mark.parametrize("resized, crop_yx, flip", [((40, 64), (0, 0), False), ((60, 96), (7, 13), True),
                                                      ((28, 45), (0, 0), True), ((80, 128), (31, 40), False)])
 def test_augmentation_keeps_image_and_labels_aligned(resized, crop_yx, flip):
-    from pdlkit.data.io import id_to_rgb
+    from pdlkit.io import id_to_rgb
 
     image, tile, lut = _checker()
     crop = (32, 48)

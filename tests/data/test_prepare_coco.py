@@ -9,8 +9,8 @@ import pytest
 
 from pdlkit.config import Config
 from pdlkit.data import build_train_dataset, load_records, prepare_coco, spec_for
-from pdlkit.data.io import id_to_rgb, write_png
 from pdlkit.errors import DataError
+from pdlkit.io import id_to_rgb, write_png
 
 CATEGORIES = [
     {"id": 184, "name": "tree-merged", "isthing": 0, "color": [107, 142, 35], "supercategory": "plant"},

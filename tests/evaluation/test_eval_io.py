@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pdlkit.errors import DataError
-from pdlkit.evaluation._io import atomic_write_png, index_map, read_label_png, read_panoptic_png
+from pdlkit.evaluation._io import index_map, read_label_png, read_panoptic_png
+from pdlkit.io import write_png
 
 
 @pytest.mark.parametrize("scale", [1, 1 << 23])  # lookup-table path and binary-search path
@@ -21,7 +22,7 @@ def test_index_map_positions_and_unknown(scale):
 def test_panoptic_png_round_trip(tmp_path):
     ids = np.array([[0, 1, 256], [65536, 26001, 256 ** 3 - 1]], np.int64)
     rgb = np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
-    atomic_write_png(tmp_path / "p.png", rgb)
+    write_png(tmp_path / "p.png", rgb)
     np.testing.assert_array_equal(read_panoptic_png(tmp_path / "p.png"), ids)
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temporary file left behind
 
@@ -42,7 +43,7 @@ def test_unreadable_png_is_named(tmp_path):
     with pytest.raises(DataError, match="bad.png"):
         read_panoptic_png(bad)
     with pytest.raises(DataError, match="8-bit RGB"):
-        atomic_write_png(tmp_path / "gray.png", np.zeros((2, 2), np.uint8))
+        write_png(tmp_path / "gray.png", np.zeros((2, 2), np.uint8))
         read_panoptic_png(tmp_path / "gray.png")
 
 
@@ -76,16 +77,19 @@ def test_index_map_uint8_path():
 
 @pytest.mark.parametrize("decoder", ["spng", "opencv"])
 def test_both_png_decoders_read_the_same(tmp_path, monkeypatch, decoder):
-    """imagecodecs' libspng (when installed) and OpenCV give the same ids and labels, for RGB,
-    RGBA, 8- and 16-bit gray and palette PNGs."""
+    """imagecodecs' libspng (when installed) and OpenCV, the decoders pdlkit.io falls back to when
+    evaluation's fast path does not apply, give the same ids and labels, for RGB, RGBA, 8- and
+    16-bit gray and palette PNGs."""
     import cv2
     from PIL import Image
 
+    from pdlkit import io
     from pdlkit.evaluation import _io
 
+    monkeypatch.setattr(_io, "_FAST_DECODE", None)  # every file through pdlkit.io
     if decoder == "opencv":
-        monkeypatch.setattr(_io, "_SPNG_DECODE", None)
-    elif _io._SPNG_DECODE is None:
+        monkeypatch.setattr(io, "_SPNG_DECODE", None)
+    elif io._SPNG_DECODE is None:
         pytest.skip("imagecodecs is not installed")
     rng = np.random.default_rng(1)
     ids = rng.integers(0, 1 << 24, (9, 13))
