@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from .fileio import atomic_write_bytes, atomic_write_text
 __all__ = [
     "read_bytes",
     "read_image",
+    "image_size",
     "decode_png",
     "read_png",
     "read_label_png",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _ID_LIMIT = 1 << 24  # three 8-bit channels
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------------------------------ bytes
@@ -54,11 +56,13 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------ images
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None) -> np.ndarray:
     """Read a picture as ``[H, W, 3]`` uint8 RGB, EXIF orientation applied (see the module text).
 
-    Raises :class:`DataError` naming the file when it is missing, empty, corrupt or of an
-    unsupported layout.
+    ``max_pixels`` (None or 0: no limit) bounds H * W, checked from the file's header before
+    decoding, so a small file that claims 20000x20000 pixels is refused without allocating them.
+    Raises :class:`DataError` naming the file when it is missing, empty, corrupt, too large or of
+    an unsupported layout.
     """
     import cv2
 
@@ -68,12 +72,58 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     encoded = np.frombuffer(read_bytes(path), dtype=np.uint8)
     if encoded.size == 0:
         raise DataError(f"{path}: the file is empty")
+    _check_pixels(path, max_pixels)
     # ANYDEPTH | ANYCOLOR keeps grey and 16-bit as stored and, unlike IMREAD_UNCHANGED, applies the
     # EXIF orientation; only alpha is lost, which is dropped anyway
     image = cv2.imdecode(encoded, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None or image.size == 0:
         raise DataError(f"{path}: not a readable image")
     return _to_rgb8(image, path)
+
+
+def _png_size(path: Path) -> Optional[Tuple[int, int]]:
+    """(height, width) from a PNG's IHDR chunk (Pillow refuses to tell sizes over ~179 MP)."""
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+
+
+def image_size(path: str | os.PathLike) -> Optional[Tuple[int, int]]:
+    """``(height, width)`` as stored in the file's header, without decoding the pixels; None when
+    the format is not known here (OpenCV may still decode it).
+
+    Raises :class:`DataError` for a header larger than Pillow agrees to describe (~179 MP)."""
+    import warnings
+
+    from PIL import Image
+
+    path = Path(path)
+    size = _png_size(path)
+    if size is not None:
+        return size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise DataError(f"{path}: more than {limit / 1e6:.0f} MP in the header; refused unread") from None
+    except Exception:  # not identified by Pillow: let OpenCV judge the file
+        return None
+    return int(height), int(width)
+
+
+def _check_pixels(path: Path, max_pixels: Optional[int]) -> None:
+    if not max_pixels:
+        return
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > max_pixels:
+        height, width = size
+        raise DataError(f"{path}: {width}x{height} pixels ({height * width / 1e6:.0f} MP) is more than the limit "
+                        f"of {max_pixels / 1e6:g} MP (raise max_pixels)", parameter="max_pixels")
 
 
 def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:

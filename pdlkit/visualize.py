@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pdlkit.errors import DataError, PdlError
+from pdlkit.io import read_json, read_panoptic_png, write_png
 
 __all__ = [
     "colorize_semantic",
@@ -258,13 +259,13 @@ def _load_spec(root: Path):
     spec_path = root / "spec.json"
     if spec_path.is_file():
         try:
-            return DatasetSpec.from_dict(json.loads(spec_path.read_text()))
+            return DatasetSpec.from_dict(read_json(spec_path))
         except ValueError as exc:
             raise DataError(f"{spec_path}: not a valid dataset spec ({exc})") from None
     index = root / "panoptic.json"
     if index.is_file():
         try:
-            categories = json.loads(index.read_text())["categories"]
+            categories = read_json(index)["categories"]
             return DatasetSpec(
                 name="predictions",
                 class_names=[c["name"] for c in categories],
@@ -292,16 +293,16 @@ def _records(root: Path, only: Optional[Path]) -> List[Dict[str, Any]]:
     if segments_root.is_dir():
         for path in sorted(segments_root.rglob("*.json")):
             try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
+                record = read_json(path)
+            except DataError:
                 continue
             records[record["file_name"]] = record
     index = root / "panoptic.json"
     if index.is_file():
         try:
-            for record in json.loads(index.read_text()).get("annotations", []):
+            for record in read_json(index).get("annotations", []):
                 records.setdefault(record["file_name"], record)
-        except (OSError, ValueError, KeyError) as exc:
+        except (ValueError, KeyError, AttributeError) as exc:
             raise DataError(f"{index}: not a readable panoptic.json ({exc})") from None
     if only is not None:
         rel = None
@@ -391,7 +392,6 @@ def _draw_record(record, root: Path, out_root: Path, images_root: Optional[Path]
     """Draw one prediction record's picture and write it; returns the written path."""
     from pdlkit.fileio import resolve_inside
     from pdlkit.inference.io import read_image
-    from pdlkit.inference.writers import rgb_to_ids, write_png
 
     name = record["file_name"]
     # file_name comes from a json anyone may have edited: never read or write outside
@@ -399,7 +399,7 @@ def _draw_record(record, root: Path, out_root: Path, images_root: Optional[Path]
     target = resolve_inside(out_root, Path(name).with_name(f"{Path(name).stem}_{what}.png"),
                             what=f"file_name {name!r}")
     image = read_image(_find_image(record, images_root))
-    segment_map = rgb_to_ids(_read_png(panoptic_path, color=True))
+    segment_map = read_panoptic_png(panoptic_path)
     if image.shape[:2] != segment_map.shape:
         raise DataError(f"{name}: the image is {image.shape[1]}x{image.shape[0]} but the "
                         f"prediction is {segment_map.shape[1]}x{segment_map.shape[0]}")
@@ -446,15 +446,6 @@ def _enlarge(array: np.ndarray, scale: int, *, linear: bool = False) -> np.ndarr
         return np.repeat(np.repeat(array, scale, axis=0), scale, axis=1)
     height, width = array.shape[:2]
     return cv2.resize(array, (width * scale, height * scale), interpolation=cv2.INTER_LINEAR)
-
-
-def _read_png(path: Path, *, color: bool) -> np.ndarray:
-    import cv2
-
-    data = cv2.imread(str(path), cv2.IMREAD_COLOR if color else cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise DataError(f"{path}: missing or not a readable PNG")
-    return cv2.cvtColor(data, cv2.COLOR_BGR2RGB) if color else data
 
 
 # ---------------------------------------------------------------------- training curves
@@ -577,8 +568,6 @@ def read_training_metrics(path: str | os.PathLike) -> Tuple[Dict[str, Tuple[list
 def plot_training_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
     """Draw the loss curves and the periodic PQ / mIoU (SQ, RQ) of a ``pdl train`` folder's
     ``metrics.jsonl`` side by side into a PNG (default ``run_dir/training_curves.png``)."""
-    from pdlkit.inference.writers import write_png
-
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():

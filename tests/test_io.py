@@ -192,3 +192,21 @@ def test_read_json_names_the_bad_file(tmp_path):
     (tmp_path / "latin.json").write_bytes(b'{"a": "\xe9"}')
     with pytest.raises(DataError, match="latin.json: not a readable JSON file"):
         io.read_json(tmp_path / "latin.json")
+
+
+def test_pixel_limit_is_checked_from_the_header(tmp_path, monkeypatch):
+    import cv2
+
+    io.write_png(tmp_path / "small.png", np.zeros((16, 24, 3), np.uint8))
+    Image.fromarray(np.zeros((10, 30, 3), np.uint8)).save(tmp_path / "small.jpg")
+    assert io.image_size(tmp_path / "small.png") == (16, 24)
+    assert io.image_size(tmp_path / "small.jpg") == (10, 30)
+    (tmp_path / "notes.txt").write_text("no picture")
+    assert io.image_size(tmp_path / "notes.txt") is None
+    assert io.read_image(tmp_path / "small.png", max_pixels=384).shape == (16, 24, 3)
+    decoded = []
+    real_imdecode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda data, flags: decoded.append(1) or real_imdecode(data, flags))
+    with pytest.raises(DataError, match=r"small.png: 24x16 pixels \(0 MP\) is more than the limit of 0.000383 MP"):
+        io.read_image(tmp_path / "small.png", max_pixels=383)
+    assert decoded == []  # refused before decoding

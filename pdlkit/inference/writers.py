@@ -23,7 +23,6 @@ Every file is written to a temporary name in its folder and renamed.
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -33,45 +32,13 @@ import numpy as np
 from pdlkit.errors import DataError
 
 from ..fileio import atomic_write_bytes
+from ..io import id_to_rgb, read_json, write_json, write_png
 from .predictor import Prediction
 
 __all__ = [
     "PredictionWriter",
-    "atomic_write_bytes",
-    "write_png",
-    "write_json",
     "file_segments",
-    "ids_to_rgb",
-    "rgb_to_ids",
 ]
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Atomically write ``image`` ([H, W] gray uint8/uint16 or [H, W, 3] RGB uint8) as PNG."""
-    import cv2
-
-    if image.ndim == 3:
-        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image))
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    atomic_write_bytes(path, encoded.tobytes())
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=None, separators=(",", ":")).encode())
-
-
-def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """[H, W] non-negative ids < 256³ -> [H, W, 3] uint8 RGB with id = R + 256 G + 256² B."""
-    ids = ids.astype(np.uint32, copy=False)
-    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
-
-
-def rgb_to_ids(rgb: np.ndarray) -> np.ndarray:
-    """[H, W, 3] uint8 RGB -> [H, W] int64 ids (R + 256 G + 256² B)."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
 def file_segments(prediction: Prediction, spec) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
@@ -153,7 +120,7 @@ class PredictionWriter:
         semantic_ids = category_lut[prediction.semantic]
         dtype = np.uint8 if category_lut.max(initial=0) <= 255 else np.uint16
         write_png(paths["semantic"], semantic_ids.astype(dtype))
-        write_png(paths["panoptic"], ids_to_rgb(id_map))
+        write_png(paths["panoptic"], id_to_rgb(id_map))
         record = {
             "image_id": image_id,
             "file_name": paths["panoptic"].relative_to(self.root / "panoptic").as_posix(),
@@ -162,7 +129,7 @@ class PredictionWriter:
             "width": prediction.width,
             "source_image": str(Path(source).resolve()) if source else "",
         }
-        write_json(paths["segments"], record)  # last: marks the image as done
+        write_json(paths["segments"], record, indent=None)  # last: marks the image as done
 
     def categories(self) -> List[Dict[str, Any]]:
         spec = self.spec
@@ -184,12 +151,13 @@ class PredictionWriter:
         if segments_root.is_dir():
             for record_path in sorted(segments_root.rglob("*.json")):
                 try:
-                    record = json.loads(record_path.read_text())
-                except (OSError, ValueError):
+                    record = read_json(record_path)
+                except DataError:
                     continue  # only a foreign file could be half-written here; ours are atomic
                 annotations.append(
                     {key: record[key] for key in ("image_id", "file_name", "segments_info") if key in record}
                 )
-        write_json(self.root / "spec.json", self.spec.to_dict())
-        write_json(self.root / "panoptic.json", {"annotations": annotations, "categories": self.categories()})
+        write_json(self.root / "spec.json", self.spec.to_dict(), indent=None)
+        write_json(self.root / "panoptic.json", {"annotations": annotations, "categories": self.categories()},
+                   indent=None)
         return len(annotations)

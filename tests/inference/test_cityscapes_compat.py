@@ -10,7 +10,8 @@ import torch
 
 from pdlkit.inference import Prediction, Predictor, predict_paths
 from pdlkit.inference.predictor import segments_from_panoptic
-from pdlkit.inference.writers import PredictionWriter, rgb_to_ids
+from pdlkit.inference.writers import PredictionWriter
+from pdlkit.io import rgb_to_id
 
 from .fakes import ConvPanopticNet, small_config
 
@@ -25,7 +26,7 @@ def _evaluate(toy_root, split, out, tmp_path):
 
 def _prediction_from_ground_truth(annotation, gt_folder, spec) -> Prediction:
     """The ground truth, re-encoded as a Prediction in train-id space (crowd regions as instances)."""
-    gt_ids = rgb_to_ids(cv2.cvtColor(cv2.imread(str(gt_folder / annotation["file_name"])), cv2.COLOR_BGR2RGB))
+    gt_ids = rgb_to_id(cv2.cvtColor(cv2.imread(str(gt_folder / annotation["file_name"])), cv2.COLOR_BGR2RGB))
     panoptic = np.full(gt_ids.shape, -1, dtype=np.int32)
     semantic = np.zeros(gt_ids.shape, dtype=np.int64)
     instance_info, counters = {}, {}

@@ -10,7 +10,7 @@ import pytest
 
 from pdlkit.errors import PdlError
 from pdlkit.inference import Predictor, predict_paths
-from pdlkit.inference.writers import rgb_to_ids
+from pdlkit.io import rgb_to_id
 
 from .fakes import ConvPanopticNet, small_config, toy_spec
 
@@ -54,7 +54,7 @@ def _check_files(out, spec):
     for annotation in index["annotations"]:
         assert annotation["image_id"] == annotation["file_name"].split("/")[-1][: -len(".png")]
         rgb = cv2.cvtColor(cv2.imread(str(out / "panoptic" / annotation["file_name"])), cv2.COLOR_BGR2RGB)
-        ids = rgb_to_ids(rgb)
+        ids = rgb_to_id(rgb)
         segments = {s["id"]: s for s in annotation["segments_info"]}
         present = set(np.unique(ids).tolist()) - {0}
         assert present == set(segments)  # every segment in the png and every png id in the json

@@ -11,7 +11,7 @@ import pytest
 from pdlkit.errors import PdlError
 from pdlkit.inference import Predictor
 from pdlkit.inference.video import is_video_input, predict_video
-from pdlkit.inference.writers import rgb_to_ids
+from pdlkit.io import rgb_to_id
 
 from .fakes import ConvPanopticNet, small_config, toy_spec
 
@@ -65,7 +65,7 @@ def test_one_prediction_per_frame_and_an_overlay_video(predictor, tmp_path, out_
     assert [a["image_id"] for a in index] == [f"frame_{k:06d}" for k in range(9)]
     for k in (0, 4, 8):  # the files of frame k are the prediction of decoded frame k
         expected = predictor(frames[k])
-        stored = rgb_to_ids(cv2.imread(str(out / "panoptic" / f"frame_{k:06d}.png"))[..., ::-1])
+        stored = rgb_to_id(cv2.imread(str(out / "panoptic" / f"frame_{k:06d}.png"))[..., ::-1])
         np.testing.assert_array_equal(stored > 0, expected.panoptic >= 0)
         assert len(index[k]["segments_info"]) == len(expected.segments)
 
