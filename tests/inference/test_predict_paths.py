@@ -186,7 +186,7 @@ def test_file_ids_use_the_dataset_label_divisor(tmp_path):
         out = tmp_path / f"out{divisor}"
         assert predict_paths(predictor, folder, out, progress=False).ok
         record = json.loads((out / "panoptic.json").read_text())["annotations"][0]
-        ids = rgb_to_ids(cv2.imread(str(out / "panoptic" / "a.png"))[..., ::-1])
+        ids = rgb_to_id(cv2.imread(str(out / "panoptic" / "a.png"))[..., ::-1])
         outputs[divisor] = (record["segments_info"], ids)
         things = [s for s in record["segments_info"] if s["category_id"] in (24, 26)]
         assert things, "the fake network should give thing segments"
