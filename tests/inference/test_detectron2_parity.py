@@ -178,7 +178,7 @@ SMALL = {
 def test_imported_checkpoint_equals_detectron2(tmp_path, config_name):
     """detectron2-written SyncBN .pkl -> pdl weights import -> Predictor, against the oracle's own
     network over the same detectron2-named arrays plus detectron2's pipeline."""
-    from weights.test_detectron2_files import detectron2_syncbn_state, write_pkl
+    from modeling.test_detectron2_files import detectron2_syncbn_state, write_pkl
 
     dsconv = CONFIGS[config_name]
     cfg, spec = _config_and_spec(config_name, tmp_path)
