@@ -207,6 +207,7 @@ def test_pixel_limit_is_checked_from_the_header(tmp_path, monkeypatch):
     decoded = []
     real_imdecode = cv2.imdecode
     monkeypatch.setattr(cv2, "imdecode", lambda data, flags: decoded.append(1) or real_imdecode(data, flags))
-    with pytest.raises(DataError, match=r"small.png: 24x16 pixels \(0 MP\) is more than the limit of 0.000383 MP"):
+    with pytest.raises(DataError, match=r"small.png: 24x16 pixels \(0 MP\) is more than the limit of 0.000383 MP") as info:
         io.read_image(tmp_path / "small.png", max_pixels=383)
+    assert info.value.parameters == ("max_pixels",)  # a front end names it in its own terms
     assert decoded == []  # refused before decoding
