@@ -12,13 +12,13 @@ instance scores.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from modeling.test_detectron2_files import coco_manifest_root
 from torch import nn
 from torch.nn import functional as F
 
@@ -37,23 +37,10 @@ CONFIGS = {
 }
 
 
-def _coco_root(tmp_path: Path) -> Path:
-    """The manifest ``pdl prepare coco`` writes, for 80 things and 53 stuff classes."""
-    from pdlkit.data.coco_format import MANIFEST_NAME
-    from pdlkit.data.spec import coco_spec_from_categories
-
-    categories = [{"id": i + 1 if i < 80 else 92 + i, "name": f"c{i}", "isthing": int(i < 80)} for i in range(133)]
-    root = tmp_path / "coco"
-    root.mkdir(exist_ok=True)
-    manifest = {"format": "coco_panoptic", "spec": coco_spec_from_categories(categories).to_dict(), "splits": {}}
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest))
-    return root
-
-
 def _config_and_spec(name: str, tmp_path: Path):
     cfg = load_config(REPO / "configs" / name)
     if cfg.data.dataset == "coco":
-        cfg.data.root = str(_coco_root(tmp_path))
+        cfg.data.root = str(coco_manifest_root(tmp_path))
         return cfg, spec_for(cfg.data)
     return cfg, cityscapes_spec()
 

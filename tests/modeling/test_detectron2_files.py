@@ -36,7 +36,7 @@ PUBLISHED = {
 }
 
 
-def _coco_root(tmp_path: Path) -> Path:
+def coco_manifest_root(tmp_path: Path) -> Path:
     """A folder with the manifest ``pdl prepare coco`` writes: 80 things and 53 stuff classes."""
     categories = [{"id": i + 1 if i < 80 else 92 + i, "name": f"c{i}", "isthing": int(i < 80)} for i in range(133)]
     root = tmp_path / "coco"
@@ -49,7 +49,7 @@ def _coco_root(tmp_path: Path) -> Path:
 def _config(name: str, tmp_path: Path):
     cfg = load_config(REPO / "configs" / name)
     if cfg.data.dataset == "coco":
-        cfg.data.root = str(_coco_root(tmp_path))
+        cfg.data.root = str(coco_manifest_root(tmp_path))
     return cfg
 
 
