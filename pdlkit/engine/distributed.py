@@ -84,8 +84,8 @@ def setup_distributed() -> DistributedContext:
             context.backend = dist.get_backend()
         else:
             context.backend = "nccl" if use_cuda else "gloo"
-            # torchrun sets MASTER_ADDR / MASTER_PORT; env:// reads them.  The long timeout covers the
-            # other ranks waiting at a barrier while rank 0 evaluates a whole val split.
+            # torchrun sets MASTER_ADDR / MASTER_PORT; env:// reads them.  The long timeout covers ranks
+            # waiting at a gather while the slowest one predicts its share of a large val split.
             dist.init_process_group(backend=context.backend, init_method="env://", rank=rank,
                                     world_size=world_size, timeout=datetime.timedelta(hours=2))
             context.owns_group = True

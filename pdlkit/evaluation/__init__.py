@@ -5,7 +5,8 @@
 ``evalInstanceLevelSemanticLabeling`` on Cityscapes data, pycocotools' mask ``COCOeval`` on
 COCO-format data) of a predictions folder (docs/formats.md), in percent.
 :func:`predict_and_evaluate` predicts a split with a model first (``pdl eval --weights`` and the
-trainer's evaluations).  :func:`convert_predictions` writes instance predictions for the official
+trainer's evaluations); under torchrun each rank scores its share (:func:`score_images`) and the
+shares combine exactly (:func:`combine_shares`).  :func:`convert_predictions` writes instance predictions for the official
 tools.
 """
 from __future__ import annotations
@@ -14,12 +15,15 @@ from pdlkit.io import read_json, write_json
 
 from ._io import load_ground_truth
 from .convert import convert_predictions
-from .evaluate import evaluate_predictions
+from .evaluate import EvalShare, combine_shares, evaluate_predictions, score_images
 from .report import format_results
 from .run import predict_and_evaluate, spec_of_predictions
 
 __all__ = [
     "evaluate_predictions",
+    "score_images",
+    "combine_shares",
+    "EvalShare",
     "predict_and_evaluate",
     "convert_predictions",
     "format_results",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .pairing import pair_images
 from .panoptic import PQStats, joint_histogram, pq_from_joint, pq_image_stats, pq_summary
 from .semantic import confusion_from_segments, fold_joint, iou_summary
 
-__all__ = ["evaluate_predictions"]
+__all__ = ["evaluate_predictions", "score_images", "combine_shares", "EvalShare"]
 
 
 def _default_workers() -> int:
@@ -83,6 +83,8 @@ def _tasks(ground_truth: Dict, predictions: Dict, pairs: list, classes: _Classes
 
     semantic_dir = predictions["dir"] / "semantic"
     json_path = ground_truth["json_path"]
+    # Each image's position in the ground truth orders what shares of the split add up.
+    position = {id(annotation): k for k, annotation in enumerate(ground_truth["json"]["annotations"])}
     tasks = []
     for name, gt_ann, pred_ann in pairs:
         pred_png = predictions["png"][pred_ann["image_id"]]
@@ -94,7 +96,7 @@ def _tasks(ground_truth: Dict, predictions: Dict, pairs: list, classes: _Classes
                                            what=f"{predictions['json_path']}: file_name")
             if not pred_semantic.is_file():
                 raise DataError(f"{pred_semantic}: the semantic PNG of image {name} is missing")
-        tasks.append({"image_id": name, "gt_annotation": gt_ann, "pred_annotation": pred_ann, "pred_png": pred_png,
+        tasks.append({"image_id": name, "position": position[id(gt_ann)], "gt_annotation": gt_ann, "pred_annotation": pred_ann, "pred_png": pred_png,
                       "gt_png": resolve_inside(ground_truth["panoptic_dir"], gt_ann["file_name"],
                                                what=f"{json_path}: file_name"),
                       "pred_semantic_png": pred_semantic,
@@ -155,24 +157,106 @@ def _evaluate_image(task: Dict) -> Dict:
             "instances": _instance_part(task, gt_ids, pred_ids)}
 
 
-def _run(tasks: List[Dict], classes: _Classes, num_images: int, workers: int, progress: bool) -> tuple:
-    """(PQ sums, confusion matrix, per-image instance results) over all tasks."""
+@dataclass
+class EvalShare:
+    """The statistics of some of a split's images, from which :func:`combine_shares` finishes the
+    scores; under torchrun each rank scores its own images into one of these.
+
+    Integer sums (``tp``, ``fp``, ``fn`` ``[K]``, ``confusion`` ``[C + 1, C + 1]``) add up in any
+    order.  What is summed in floating point (each image's per-category IoU sums) or listed (each
+    image's instances) is kept per image with the image's position in the ground truth, so that
+    shares combine in exactly the order one process adds them: the numbers are equal bit for bit.
+    """
+
+    classes: _Classes
+    ap_mode: Optional[str]
+    num_images: int
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    confusion: np.ndarray
+    iou: List[tuple] = field(default_factory=list)  # (position, category indices, IoU sums)
+    instances: List[tuple] = field(default_factory=list)  # (position, instance results)
+
+    @classmethod
+    def empty(cls, classes: _Classes, ap_mode: Optional[str]) -> "EvalShare":
+        size, k = len(classes.class_ids) + 1, len(classes.categories)
+        return cls(classes, ap_mode, 0, np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64),
+                   np.zeros((size, size), np.int64))
+
+    def add(self, position: int, result: Dict) -> None:
+        pq = result["pq"]
+        self.num_images += 1
+        self.tp += pq.tp
+        self.fp += pq.fp
+        self.fn += pq.fn
+        self.confusion += result["confusion"]
+        touched = np.flatnonzero(pq.iou)
+        self.iou.append((position, touched, pq.iou[touched]))
+        if result["instances"] is not None:
+            self.instances.append((position, result["instances"]))
+
+
+def _run(tasks: List[Dict], share: EvalShare, workers: int, progress: bool) -> EvalShare:
+    """Score every task into ``share`` (images in worker threads, added in the tasks' order)."""
     from tqdm import tqdm
 
-    pq_stats = PQStats.zeros(len(classes.categories))
-    size = len(classes.class_ids) + 1
-    confusion = np.zeros((size, size), np.int64)
-    instances = []
     with ThreadPoolExecutor(max_workers=workers) as executor, tqdm(
-        total=num_images, desc="eval", unit="img", disable=not progress
+        total=len(tasks), desc="eval", unit="img", disable=not progress
     ) as bar:
-        for result in executor.map(_evaluate_image, tasks):
-            pq_stats += result["pq"]
-            confusion += result["confusion"]
+        for task, result in zip(tasks, executor.map(_evaluate_image, tasks)):
+            share.add(task["position"], result)
             bar.update(1)
-            if result["instances"] is not None:
-                instances.append(result["instances"])
-    return pq_stats, confusion, instances
+    return share
+
+
+def combine_shares(shares: Sequence[EvalShare]) -> Dict:
+    """The results of :func:`evaluate_predictions` from the shares of disjoint image sets (one per
+    rank, in any order): sums in the ground truth's image order, then PQ/SQ/RQ, mIoU and AP."""
+    first = shares[0]
+    classes, ap_mode = first.classes, first.ap_mode
+    stats = PQStats(sum(s.tp for s in shares), sum(s.fp for s in shares), sum(s.fn for s in shares),
+                    np.zeros(len(classes.categories), np.float64))
+    for _, touched, sums in sorted((item for s in shares for item in s.iou), key=lambda item: item[0]):
+        stats.iou[touched] += sums
+    results = pq_summary(stats, classes.categories)
+    semantic = iou_summary(sum(s.confusion for s in shares), classes.class_names)
+    results["mIoU"], results["per_class_iou"] = semantic["mIoU"], semantic["per_class_iou"]
+    instances = [item for _, item in sorted((i for s in shares for i in s.instances), key=lambda i: i[0])]
+    if ap_mode == "coco":
+        results.update(mask_ap(instances, classes.thing_categories))
+    elif ap_mode == "cityscapes":
+        results.update(instance_ap(instances, classes.thing_categories, label_divisor=classes.label_divisor))
+    results["num_images"] = sum(s.num_images for s in shares)
+    return results
+
+
+def score_images(
+    data_root: str | os.PathLike,
+    split: str,
+    predictions_dir: str | os.PathLike,
+    *,
+    spec=None,
+    compute_ap: bool = True,
+    progress: bool = True,
+    image_ids: Optional[Iterable[str]] = None,
+    num_workers: Optional[int] = None,
+) -> EvalShare:
+    """The statistics of :func:`evaluate_predictions` (same arguments) before they become scores;
+    ``image_ids`` may be empty (a share with no images).  :func:`combine_shares` finishes them."""
+    ground_truth = load_ground_truth(data_root, split)
+    classes = _classes(ground_truth["json"], spec)
+    if image_ids is not None:
+        image_ids = list(image_ids)
+        if not image_ids:
+            return EvalShare.empty(classes, _ap_mode(ground_truth, [], compute_ap, classes, split))
+    predictions = load_predictions(predictions_dir)
+    pairs = pair_images(ground_truth["json"], predictions, split, image_ids=image_ids)
+    if not pairs:
+        raise DataError(f"{ground_truth['json_path']}: no images to evaluate")
+    ap_mode = _ap_mode(ground_truth, pairs, compute_ap, classes, split)
+    tasks = _tasks(ground_truth, predictions, pairs, classes, ap_mode)
+    return _run(tasks, EvalShare.empty(classes, ap_mode), num_workers or _default_workers(), progress)
 
 
 def evaluate_predictions(
@@ -210,21 +294,5 @@ def evaluate_predictions(
     ``compute_ap`` is false.  Raises :class:`DataError` for a wrong root, a malformed predictions
     folder and images without a prediction (naming them).
     """
-    ground_truth = load_ground_truth(data_root, split)
-    predictions = load_predictions(predictions_dir)
-    classes = _classes(ground_truth["json"], spec)
-    pairs = pair_images(ground_truth["json"], predictions, split, image_ids=image_ids)
-    if not pairs:
-        raise DataError(f"{ground_truth['json_path']}: no images to evaluate")
-    ap_mode = _ap_mode(ground_truth, pairs, compute_ap, classes, split)
-    tasks = _tasks(ground_truth, predictions, pairs, classes, ap_mode)
-    pq_stats, confusion, instances = _run(tasks, classes, len(pairs), num_workers or _default_workers(), progress)
-    results = pq_summary(pq_stats, classes.categories)
-    semantic = iou_summary(confusion, classes.class_names)
-    results["mIoU"], results["per_class_iou"] = semantic["mIoU"], semantic["per_class_iou"]
-    if compute_ap and ap_mode == "coco":
-        results.update(mask_ap(instances, classes.thing_categories))
-    elif compute_ap:
-        results.update(instance_ap(instances, classes.thing_categories, label_divisor=classes.label_divisor))
-    results["num_images"] = len(pairs)
-    return results
+    return combine_shares([score_images(data_root, split, predictions_dir, spec=spec, compute_ap=compute_ap,
+                                        progress=progress, image_ids=image_ids, num_workers=num_workers)])

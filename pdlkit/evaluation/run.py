@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
 from pdlkit.errors import DataError
 from pdlkit.io import read_json
 
-from .evaluate import evaluate_predictions
+from .evaluate import EvalShare, combine_shares, score_images
 
 __all__ = ["predict_and_evaluate", "spec_of_predictions", "dataset_kind"]
 
@@ -43,6 +44,31 @@ def _link_subset(image_paths: list, folder: Path) -> Path:
     return folder
 
 
+def _predict_and_score(predictor, data_root, split: str, records: list, *, whole: bool, work_dir,
+                       batch_size: int, progress: bool, compute_ap: bool, num_workers: Optional[int]) -> EvalShare:
+    """Predict ``records`` (all of the split when ``whole``) into a temporary folder of this
+    process and score them: this process's :class:`EvalShare`."""
+    from pdlkit.inference import predict_paths
+
+    if not records:  # more ranks than images
+        return score_images(data_root, split, None, spec=predictor.spec, compute_ap=compute_ap, image_ids=[])
+    with tempfile.TemporaryDirectory(prefix="pdl_eval_", dir=work_dir) as tmp:
+        image_paths = [Path(r.image_path) for r in records]
+        if whole:
+            inputs = Path(os.path.commonpath([str(p.parent) for p in image_paths]))
+        else:
+            inputs = _link_subset(image_paths, Path(tmp) / "images")
+        predictions = Path(tmp) / "predictions"
+        summary = predict_paths(predictor, str(inputs), predictions, batch_size=batch_size, progress=progress,
+                                shard=False)
+        if summary.failed:
+            path, reason = summary.failed[0]
+            raise DataError(f"{path}: could not be predicted ({reason}); {len(summary.failed)} image(s) failed")
+        return score_images(data_root, split, predictions, spec=predictor.spec, compute_ap=compute_ap,
+                            progress=progress, image_ids=None if whole else [r.image_id for r in records],
+                            num_workers=num_workers)
+
+
 def predict_and_evaluate(
     predictor,
     data_root,
@@ -57,48 +83,36 @@ def predict_and_evaluate(
     num_workers: Optional[int] = None,
 ) -> Dict:
     """Predict the annotated images of ``split`` with ``predictor`` into a temporary folder (under
-    ``work_dir``, default the system's) and score them with :func:`evaluate_predictions`.
+    ``work_dir``, default the system's) and score them as :func:`evaluate_predictions` does.
 
     ``dataset``: ``cityscapes`` / ``toy`` / ``coco`` (default: ``coco`` when ``data_root`` holds a
     ``pdl prepare`` manifest).  ``max_images`` > 0 scores only that many images (the first by image
-    id).  The predictor's spec sets the mIoU classes.  Raises :class:`DataError` when the split has
-    no images or an image could not be predicted.
+    id).  The predictor's spec sets the mIoU classes.  Under torchrun (a process group is
+    initialised) each rank predicts and scores its own share of the images in a folder of its own
+    (no shared file system needed) and the statistics are gathered on every rank: every rank
+    returns the single-process numbers exactly.  Raises :class:`DataError` (on every rank) when
+    the split has no images or an image could not be predicted.
     """
     from pdlkit.data import load_records
-    from pdlkit.inference import predict_paths
+    from pdlkit.inference.distributed import all_gather_objects, shard, world
 
     records = load_records(data_root, split, dataset or dataset_kind(data_root), spec=predictor.spec)
     if not records:
         raise DataError(f"{data_root}: split {split!r} has no annotated images to evaluate")
     chosen = records[:max_images] if 0 < max_images < len(records) else records
-    # Under torchrun (a process group is initialised) every rank predicts its share into one
-    # folder and rank 0 scores it all: the numbers are the single-process numbers exactly.
-    from pdlkit.inference.distributed import barrier, broadcast_object, shared_temp_dir, world
-
-    is_main = world()[0] == 0
-    with shared_temp_dir(parent=work_dir, prefix="pdl_eval_") as tmp:
-        image_paths = [Path(r.image_path) for r in chosen]
-        if chosen is records:
-            inputs = Path(os.path.commonpath([str(p.parent) for p in image_paths]))
-        else:
-            inputs = _link_subset(image_paths, Path(tmp) / "images") if is_main else Path(tmp) / "images"
-            barrier()
-        predictions = Path(tmp) / "predictions"
-        summary = predict_paths(predictor, str(inputs), predictions, batch_size=batch_size, progress=progress)
-        failed = broadcast_object(summary.failed)  # rank 0's summary holds every rank's failures
-        if failed:
-            path, reason = failed[0]
-            raise DataError(f"{path}: could not be predicted ({reason}); {len(failed)} image(s) failed")
-        image_ids = [r.image_id for r in chosen] if chosen is not records else None
-        results, error = None, None
-        if is_main:
-            try:
-                results = evaluate_predictions(data_root, split, predictions, spec=predictor.spec,
-                                               compute_ap=compute_ap, progress=progress, image_ids=image_ids,
-                                               num_workers=num_workers)
-            except Exception as exc:  # raised on every rank below, so none waits for rank 0
-                error = exc
-        results, error = broadcast_object((results, error))
-        if error is not None:
-            raise error
-        return results
+    rank, world_size = world()
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        share = _predict_and_score(predictor, data_root, split, shard(chosen, rank, world_size),
+                                   whole=world_size == 1 and chosen is records, work_dir=work_dir,
+                                   batch_size=batch_size, progress=progress and rank == 0,
+                                   compute_ap=compute_ap, num_workers=num_workers)
+        outcome = (share, None)
+    except Exception as exc:  # sent to every rank below, so that none waits for this one
+        outcome = (None, exc)
+    gathered = all_gather_objects(outcome)
+    errors = [error for _, error in gathered if error is not None]
+    if errors:
+        raise errors[0]
+    return combine_shares([share for share, _ in gathered])

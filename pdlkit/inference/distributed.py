@@ -7,15 +7,9 @@ at most one) and the same on every rerun, so a rerun after a crash finds each ra
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, List, Sequence, Tuple, TypeVar
 
-__all__ = ["world", "shard", "barrier", "broadcast_object", "all_gather_objects", "shared_temp_dir",
-           "sync_module_state"]
+__all__ = ["world", "shard", "all_gather_objects", "sync_module_state"]
 
 T = TypeVar("T")
 
@@ -36,34 +30,6 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> List[T]:
     return list(items[rank::world_size])
 
 
-def _barrier_kwargs() -> dict:
-    import torch
-    import torch.distributed as dist
-
-    if dist.get_backend() == "nccl" and torch.cuda.is_available():
-        return {"device_ids": [torch.cuda.current_device()]}
-    return {}
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op in a single process)."""
-    import torch.distributed as dist
-
-    if world()[1] > 1:
-        dist.barrier(**_barrier_kwargs())
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` of rank ``src`` on every rank (pickled; small objects such as result dicts)."""
-    import torch.distributed as dist
-
-    if world()[1] == 1:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
-
-
 def all_gather_objects(obj: Any) -> List[Any]:
     """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
     import torch.distributed as dist
@@ -74,27 +40,6 @@ def all_gather_objects(obj: Any) -> List[Any]:
     gathered: List[Any] = [None] * world_size
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-@contextlib.contextmanager
-def shared_temp_dir(parent: Optional[str | os.PathLike] = None, prefix: str = "pdl_") -> Iterator[Path]:
-    """A temporary folder every rank uses: made by rank 0, its name sent to the others, removed by
-    rank 0 once every rank is done.  Across several machines ``parent`` (default: the system's
-    temporary folder) must be on a file system they share."""
-    rank, world_size = world()
-    if parent is not None:
-        Path(parent).mkdir(parents=True, exist_ok=True)
-    if world_size == 1:
-        with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as path:
-            yield Path(path)
-        return
-    path = broadcast_object(tempfile.mkdtemp(prefix=prefix, dir=parent) if rank == 0 else None)
-    try:
-        yield Path(path)
-    finally:
-        barrier()
-        if rank == 0:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def sync_module_state(module) -> None:

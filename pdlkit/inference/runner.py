@@ -109,9 +109,9 @@ def _candidates(scan: ScanResult, output_dir, summary: PredictSummary) -> List[_
 
 
 def _plan(input, output_dir, writer: PredictionWriter, *, overwrite: bool,
-          summary: PredictSummary) -> List[_Item]:
-    """This rank's share of the inputs that still need predicting."""
-    rank, world_size = distributed.world()
+          summary: PredictSummary, world: Tuple[int, int]) -> List[_Item]:
+    """This rank's share of the inputs that still need predicting (``world``: rank, world size)."""
+    rank, world_size = world
     scan = scan_images(input)
     own = PredictSummary()
     items = _candidates(scan, output_dir, own)
@@ -263,11 +263,12 @@ def _default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 1)))
 
 
-def _finish(writer: PredictionWriter, summary: PredictSummary, completed: bool) -> PredictSummary:
+def _finish(writer: PredictionWriter, summary: PredictSummary, completed: bool,
+            world: Tuple[int, int]) -> PredictSummary:
     """Rebuild ``panoptic.json``: at once in one process; under torchrun by rank 0 once every rank
     is done (an interrupted distributed run leaves it to the rerun).  Returns the summary of all
     ranks on rank 0 and this rank's own elsewhere."""
-    rank, world_size = distributed.world()
+    rank, world_size = world
     if world_size == 1:
         writer.write_index()
         return summary
@@ -294,6 +295,7 @@ def predict_paths(
     progress: bool = True,
     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
     workers: Optional[int] = None,
+    shard: bool = True,
 ) -> PredictSummary:
     """Predict every image of ``input`` and write the files of :mod:`pdlkit.inference.writers`.
 
@@ -301,7 +303,9 @@ def predict_paths(
     already done (their per-image record exists) are skipped unless ``overwrite``.  ``max_pixels``
     (None: no limit) refuses larger images by name; ``workers`` writer threads (default: up to 4).
     Returns counts, ``(path, reason)`` for each image that failed and each entry the search passed
-    over.  Raises :class:`PdlError` when ``input`` names nothing or holds no images.
+    over.  ``shard``: under torchrun, split the inputs across the ranks (False: this process
+    predicts all of ``input`` and writes ``panoptic.json`` itself, as when alone).  Raises
+    :class:`PdlError` when ``input`` names nothing or holds no images.
     """
     from tqdm import tqdm
 
@@ -314,7 +318,8 @@ def predict_paths(
         raise PdlError(f"workers must be at least 1, got {workers}")
     writer = PredictionWriter(output_dir, predictor.spec, save_raw=save_raw)
     summary = PredictSummary()
-    todo = _plan(input, output_dir, writer, overwrite=overwrite, summary=summary)
+    world = distributed.world() if shard else (0, 1)
+    todo = _plan(input, output_dir, writer, overwrite=overwrite, summary=summary, world=world)
     bar = tqdm(total=len(todo), unit="img", desc="predict", disable=not progress, dynamic_ncols=True)
     pipeline = _Pipeline(predictor, writer, summary, batch_size=batch_size, max_pixels=max_pixels,
                          workers=workers, bar=bar)
@@ -326,5 +331,5 @@ def predict_paths(
     finally:
         summary.seconds = time.perf_counter() - start
         bar.close()
-        summary = _finish(writer, summary, completed)
+        summary = _finish(writer, summary, completed, world)
     return summary

@@ -66,15 +66,26 @@ def test_two_ranks_write_what_one_process_writes_and_a_rerun_finishes_a_crash(to
 
 @pytest.mark.slow
 def test_two_rank_eval_equals_one_process_exactly(toy_checkpoint, toy_root, tmp_path):
+    """Each rank predicts and scores its own share in a temporary folder of its own; the gathered
+    statistics give every number of one process, bit for bit (AP included)."""
     args = lambda name: ["eval", "--data", toy_root, "--weights", toy_checkpoint, "--json",  # noqa: E731
                          tmp_path / name, "-q"]
     single = _pdl(args("single.json"), tmp_path, ranks=1)
     assert single.returncode == 0, single.stderr[-3000:]
-    double = _pdl(args("double.json"), tmp_path)
+    ranks = tmp_path / "ranks"
+    double = _pdl(args("double.json"), tmp_path, PDL_TEST_RANK_DIRS=str(ranks))
     assert double.returncode == 0, double.stderr[-3000:]
     one = json.loads((tmp_path / "single.json").read_text())
     two = json.loads((tmp_path / "double.json").read_text())
-    assert one == two and one["PQ"] is not None
+    assert one == two and one["PQ"] is not None and "AP" in one
+
+    val_images = sorted(p.name.removesuffix("_leftImg8bit.png") for p in (toy_root / "leftImg8bit" / "val").rglob("*.png"))
+    scored = {rank: json.loads((ranks / f"rank{rank}" / "scored.json").read_text()) for rank in (0, 1)}
+    for rank, shares in scored.items():
+        (share,) = shares
+        assert share["image_ids"] == val_images[rank::2] and share["num_images"] == len(val_images[rank::2])
+        assert Path(share["predictions"]).is_relative_to(ranks / f"rank{rank}" / "tmp")
+    assert not list((ranks / "rank0" / "tmp").iterdir()) and not list((ranks / "rank1" / "tmp").iterdir())
 
 
 @pytest.mark.slow
