@@ -38,7 +38,7 @@ def command(data_root, split, weights, predictions, json_path, device, batch_siz
 
     from pdlkit.errors import PdlError
     from pdlkit.evaluation import (
-        evaluate_predictions,
+        evaluate_across_ranks,
         format_results,
         load_ground_truth,
         predict_and_evaluate,
@@ -49,7 +49,7 @@ def command(data_root, split, weights, predictions, json_path, device, batch_siz
     if (weights is None) == (predictions is None):
         raise click.UsageError("give exactly one of --weights CKPT or --predictions DIR")
     load_ground_truth(data_root, split)  # a wrong root fails before any prediction work
-    # under torchrun every rank predicts its share of the images; rank 0 scores them
+    # under torchrun every rank predicts and/or scores its share of the images; the statistics are gathered
     from pdlkit.engine.distributed import cleanup_distributed
 
     from .predict import torchrun_context
@@ -66,9 +66,9 @@ def command(data_root, split, weights, predictions, json_path, device, batch_siz
             results = predict_and_evaluate(Predictor(weights, device=device), data_root, split,
                                            compute_ap=not no_ap, batch_size=batch_size,
                                            progress=not quiet and context.is_main)
-        elif context.is_main:
-            results = evaluate_predictions(data_root, split, predictions, spec=spec_of_predictions(predictions),
-                                           compute_ap=not no_ap, progress=not quiet)
+        else:
+            results = evaluate_across_ranks(data_root, split, predictions, spec=spec_of_predictions(predictions),
+                                            compute_ap=not no_ap, progress=not quiet)
     finally:
         cleanup_distributed(context)
     if not context.is_main:

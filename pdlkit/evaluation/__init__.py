@@ -17,7 +17,7 @@ from ._io import load_ground_truth
 from .convert import convert_predictions
 from .evaluate import EvalShare, combine_shares, evaluate_predictions, score_images
 from .report import format_results
-from .run import predict_and_evaluate, spec_of_predictions
+from .run import evaluate_across_ranks, predict_and_evaluate, spec_of_predictions
 
 __all__ = [
     "evaluate_predictions",
@@ -25,6 +25,7 @@ __all__ = [
     "combine_shares",
     "EvalShare",
     "predict_and_evaluate",
+    "evaluate_across_ranks",
     "convert_predictions",
     "format_results",
     "load_ground_truth",

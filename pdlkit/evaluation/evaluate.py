@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -241,9 +241,12 @@ def score_images(
     progress: bool = True,
     image_ids: Optional[Iterable[str]] = None,
     num_workers: Optional[int] = None,
+    shard: Optional[Tuple[int, int]] = None,
 ) -> EvalShare:
     """The statistics of :func:`evaluate_predictions` (same arguments) before they become scores;
-    ``image_ids`` may be empty (a share with no images).  :func:`combine_shares` finishes them."""
+    ``image_ids`` may be empty (a share with no images).  ``shard=(rank, world_size)``: score only
+    every ``world_size``-th of the selected images, from the ``rank``-th on (in ground-truth order).
+    :func:`combine_shares` finishes them."""
     ground_truth = load_ground_truth(data_root, split)
     classes = _classes(ground_truth["json"], spec)
     if image_ids is not None:
@@ -255,6 +258,8 @@ def score_images(
     if not pairs:
         raise DataError(f"{ground_truth['json_path']}: no images to evaluate")
     ap_mode = _ap_mode(ground_truth, pairs, compute_ap, classes, split)
+    if shard is not None:
+        pairs = pairs[shard[0]::shard[1]]
     tasks = _tasks(ground_truth, predictions, pairs, classes, ap_mode)
     return _run(tasks, EvalShare.empty(classes, ap_mode), num_workers or _default_workers(), progress)
 

@@ -6,14 +6,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from pdlkit.errors import DataError
 from pdlkit.io import read_json
 
-from .evaluate import EvalShare, combine_shares, score_images
+from .evaluate import EvalShare, combine_shares, evaluate_predictions, score_images
 
-__all__ = ["predict_and_evaluate", "spec_of_predictions", "dataset_kind"]
+__all__ = ["predict_and_evaluate", "evaluate_across_ranks", "spec_of_predictions", "dataset_kind"]
 
 
 def dataset_kind(root) -> str:
@@ -94,7 +94,7 @@ def predict_and_evaluate(
     the split has no images or an image could not be predicted.
     """
     from pdlkit.data import load_records
-    from pdlkit.inference.distributed import all_gather_objects, shard, world
+    from pdlkit.inference.distributed import shard, world
 
     records = load_records(data_root, split, dataset or dataset_kind(data_root), spec=predictor.spec)
     if not records:
@@ -103,13 +103,36 @@ def predict_and_evaluate(
     rank, world_size = world()
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
+    return _gather_scores(lambda: _predict_and_score(
+        predictor, data_root, split, shard(chosen, rank, world_size), whole=world_size == 1 and chosen is records,
+        work_dir=work_dir, batch_size=batch_size, progress=progress and rank == 0, compute_ap=compute_ap,
+        num_workers=num_workers))
+
+
+def evaluate_across_ranks(data_root, split: str, predictions_dir, **kwargs) -> Dict:
+    """:func:`evaluate_predictions` (same arguments) with the images shared among the ranks of a
+    torchrun job (each scores every N-th image; ``predictions_dir`` must be readable by all) and
+    the statistics gathered: every rank returns the single-process numbers exactly.  Alone, it is
+    :func:`evaluate_predictions`."""
+    from pdlkit.inference.distributed import world
+
+    rank, world_size = world()
+    if world_size == 1:
+        return evaluate_predictions(data_root, split, predictions_dir, **kwargs)
+    if rank != 0:
+        kwargs["progress"] = False
+    return _gather_scores(lambda: score_images(data_root, split, predictions_dir, shard=(rank, world_size),
+                                               **kwargs))
+
+
+def _gather_scores(score: Callable[[], EvalShare]) -> Dict:
+    """Run ``score`` on every rank, gather the shares and combine them; an exception on any rank
+    is raised on every rank (so that none waits for a rank that failed)."""
+    from pdlkit.inference.distributed import all_gather_objects
+
     try:
-        share = _predict_and_score(predictor, data_root, split, shard(chosen, rank, world_size),
-                                   whole=world_size == 1 and chosen is records, work_dir=work_dir,
-                                   batch_size=batch_size, progress=progress and rank == 0,
-                                   compute_ap=compute_ap, num_workers=num_workers)
-        outcome = (share, None)
-    except Exception as exc:  # sent to every rank below, so that none waits for this one
+        outcome = (score(), None)
+    except Exception as exc:  # sent to every rank below
         outcome = (None, exc)
     gathered = all_gather_objects(outcome)
     errors = [error for _, error in gathered if error is not None]

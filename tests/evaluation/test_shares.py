@@ -58,6 +58,16 @@ def test_shares_combine_to_the_single_process_numbers_exactly(request, case, par
     assert combine_shares(shares) == whole  # == on floats: bit for bit, not approximately
 
 
+def test_shards_of_the_pairs_combine_exactly(cityscapes_case):
+    """``shard=(rank, world)`` (what ``pdl eval --predictions`` under torchrun gives each rank)."""
+    root, predictions, names = cityscapes_case
+    shards = [score_images(root, "val", predictions, progress=False, shard=(rank, 3)) for rank in range(3)]
+    assert [s.num_images for s in shards] == [3, 2, 2]
+    assert combine_shares(shards) == evaluate_predictions(root, "val", predictions, progress=False)
+    beyond = score_images(root, "val", predictions, progress=False, shard=(7, 8))
+    assert beyond.num_images == 0
+
+
 def test_an_empty_share_changes_nothing_and_needs_no_predictions(cityscapes_case):
     root, predictions, names = cityscapes_case
     empty = score_images(root, "val", None, image_ids=[])

@@ -126,3 +126,21 @@ def test_trainer_evaluation_under_two_ranks_equals_one_process(toy_root, tmp_pat
                                  dataset=cfg.data.dataset, work_dir=tmp_path / "alone", compute_ap=False)
     assert {k: v for k, v in final.items() if k not in ("iteration", "checkpoint")} == json.loads(
         json.dumps(alone))
+
+
+@pytest.mark.slow
+def test_two_rank_eval_of_a_predictions_folder_equals_one_process(toy_checkpoint, toy_root, tmp_path):
+    """``pdl eval --predictions`` under torchrun: each rank scores every other image of the folder."""
+    predicted = _pdl(["predict", toy_root / "leftImg8bit" / "val", "--weights", toy_checkpoint, "--output",
+                      tmp_path / "preds", "-q"], tmp_path, ranks=1)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    args = lambda name: ["eval", "--data", toy_root, "--predictions", tmp_path / "preds", "--json",  # noqa: E731
+                         tmp_path / name, "-q"]
+    single = _pdl(args("single.json"), tmp_path, ranks=1)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ranks = tmp_path / "ranks"
+    double = _pdl(args("double.json"), tmp_path, PDL_TEST_RANK_DIRS=str(ranks))
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert json.loads((tmp_path / "single.json").read_text()) == json.loads((tmp_path / "double.json").read_text())
+    counts = [json.loads((ranks / f"rank{rank}" / "scored.json").read_text())[0]["num_images"] for rank in (0, 1)]
+    assert counts == [2, 1]  # the toy val split's 3 images
