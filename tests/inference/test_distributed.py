@@ -64,24 +64,30 @@ def test_two_ranks_write_what_one_process_writes_and_a_rerun_finishes_a_crash(to
     assert _files(tmp_path / "crashed") == expected
 
 
-@pytest.mark.slow
-def test_two_rank_eval_equals_one_process_exactly(toy_checkpoint, toy_root, tmp_path):
-    """Each rank predicts and scores its own share in a temporary folder of its own; the gathered
-    statistics give every number of one process, bit for bit (AP included)."""
-    args = lambda name: ["eval", "--data", toy_root, "--weights", toy_checkpoint, "--json",  # noqa: E731
-                         tmp_path / name, "-q"]
+def _eval_alone_and_in_two_ranks(options, tmp_path):
+    """``pdl eval OPTIONS`` in one process and in 2 ranks (each with its own temporary folder):
+    asserts equal results; returns them and each rank's log of the shares it scored."""
+    args = lambda name: ["eval", *options, "--json", tmp_path / name, "-q"]  # noqa: E731
     single = _pdl(args("single.json"), tmp_path, ranks=1)
     assert single.returncode == 0, single.stderr[-3000:]
     ranks = tmp_path / "ranks"
     double = _pdl(args("double.json"), tmp_path, PDL_TEST_RANK_DIRS=str(ranks))
     assert double.returncode == 0, double.stderr[-3000:]
     one = json.loads((tmp_path / "single.json").read_text())
-    two = json.loads((tmp_path / "double.json").read_text())
-    assert one == two and one["PQ"] is not None and "AP" in one
+    assert json.loads((tmp_path / "double.json").read_text()) == one  # == on floats: bit for bit
+    return one, [json.loads((ranks / f"rank{rank}" / "scored.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_rank_eval_equals_one_process_exactly(toy_checkpoint, toy_root, tmp_path):
+    """Each rank predicts and scores its own share in a temporary folder of its own; the gathered
+    statistics give every number of one process, bit for bit (AP included)."""
+    one, scored = _eval_alone_and_in_two_ranks(["--data", toy_root, "--weights", toy_checkpoint], tmp_path)
+    assert one["PQ"] is not None and "AP" in one
+    ranks = tmp_path / "ranks"
 
     val_images = sorted(p.name.removesuffix("_leftImg8bit.png") for p in (toy_root / "leftImg8bit" / "val").rglob("*.png"))
-    scored = {rank: json.loads((ranks / f"rank{rank}" / "scored.json").read_text()) for rank in (0, 1)}
-    for rank, shares in scored.items():
+    for rank, shares in enumerate(scored):
         (share,) = shares
         assert share["image_ids"] == val_images[rank::2] and share["num_images"] == len(val_images[rank::2])
         assert Path(share["predictions"]).is_relative_to(ranks / f"rank{rank}" / "tmp")
@@ -134,13 +140,5 @@ def test_two_rank_eval_of_a_predictions_folder_equals_one_process(toy_checkpoint
     predicted = _pdl(["predict", toy_root / "leftImg8bit" / "val", "--weights", toy_checkpoint, "--output",
                       tmp_path / "preds", "-q"], tmp_path, ranks=1)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
-    args = lambda name: ["eval", "--data", toy_root, "--predictions", tmp_path / "preds", "--json",  # noqa: E731
-                         tmp_path / name, "-q"]
-    single = _pdl(args("single.json"), tmp_path, ranks=1)
-    assert single.returncode == 0, single.stderr[-3000:]
-    ranks = tmp_path / "ranks"
-    double = _pdl(args("double.json"), tmp_path, PDL_TEST_RANK_DIRS=str(ranks))
-    assert double.returncode == 0, double.stderr[-3000:]
-    assert json.loads((tmp_path / "single.json").read_text()) == json.loads((tmp_path / "double.json").read_text())
-    counts = [json.loads((ranks / f"rank{rank}" / "scored.json").read_text())[0]["num_images"] for rank in (0, 1)]
-    assert counts == [2, 1]  # the toy val split's 3 images
+    _, scored = _eval_alone_and_in_two_ranks(["--data", toy_root, "--predictions", tmp_path / "preds"], tmp_path)
+    assert [shares[0]["num_images"] for shares in scored] == [2, 1]  # the toy val split's 3 images
