@@ -401,6 +401,7 @@ def test_native_op_checks_values_itself(semantic, heatmap, offsets, things, matc
         torch.ops.pdlkit.panoptic_merge(semantic, heatmap, offsets, things, 5, 0, -1, 0.1, 3, 10)
 
 
+@pytest.mark.cuda
 @needs_cuda
 def test_device_mix_is_rejected():
     args = _good()
