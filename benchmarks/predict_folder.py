@@ -140,8 +140,11 @@ def main(argv=None) -> int:
     model, cfg, spec = bench_model(args.config)
     name = Path(args.config).stem
     images = scenes(max(args.images, args.folder_images, 1), height, width)
-    gpu = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
-    print(f"{name}, random weights, {height}x{width}, device {args.device} ({gpu}), torch {torch.__version__}, "
+    where = "cpu"
+    if args.device.startswith("cuda"):  # fp32 convolutions on the GPU are TF32 unless torch is told otherwise
+        where = (f"{torch.cuda.get_device_name(torch.device(args.device))}, TF32 convolutions "
+                 f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'}")
+    print(f"{name}, random weights, {height}x{width}, device {args.device} ({where}), torch {torch.__version__}, "
           f"torch threads {torch.get_num_threads()}")
     bare = {}
     print("\n| model | size | precision | images | Predictor images/s | ms/image | network ms | post ms | instances |")
@@ -171,7 +174,8 @@ def folder_table(model, cfg, spec, images, precisions, bare, args) -> None:
                   f"{r['images_per_s']:.2f} | {r['command_s']:.1f} | "
                   f"{100 * r['images_per_s'] / bare[precision]:.0f}% |")
     print("\npdl predict images/s: decode -> network -> writing the files, as the command reports it "
-          "(model loading excluded); command s: the whole subprocess (start, import, load, predict).")
+          "(model loading excluded, the first image's device start-up included); command s: the whole "
+          "subprocess (start, import, load, predict).")
 
 
 if __name__ == "__main__":
