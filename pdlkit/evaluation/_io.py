@@ -27,6 +27,7 @@ __all__ = [
     "index_map",
     "pair_histogram",
     "known_pair_histogram",
+    "count_png_pairs",
     "value_counts",
     "load_ground_truth",
     "load_predictions",
@@ -100,26 +101,35 @@ def _thread_buffer(slot: str, nbytes: int) -> np.ndarray:
     return buffer[:nbytes]
 
 
+def _inflate(encoded: bytes, slot: str) -> Optional[tuple]:
+    """``(height, width, channels, raw)`` of an 8-bit PNG on the fast path, ``raw`` its inflated,
+    still filtered rows (``height * (1 + width * channels)`` bytes of this thread's buffer
+    ``slot``), or None when the fast path does not apply (the general decoders then read the file
+    or name its defect)."""
+    layout = _png_layout(encoded) if _FAST_DECODE is not None else None
+    if layout is None:
+        return None
+    height, width, channels, pieces = layout
+    size = height * (1 + width * channels)
+    raw = _thread_buffer(slot, size + 1)  # one spare byte: a longer stream shows up as size + 1
+    try:  # both check the stream's Adler-32
+        decoded = _FAST_DECODE[0](pieces[0] if len(pieces) == 1 else b"".join(pieces), out=raw)
+    except Exception:  # corrupt or truncated stream: the general decoders report it
+        return None
+    if len(decoded) != size:
+        return None
+    return height, width, channels, raw[:size]
+
+
 def _fast_decode(encoded: bytes, rgb_ids: bool, reuse: Optional[str] = None) -> Optional[np.ndarray]:
     """``[H, W]`` int32 ids (``rgb_ids``, RGB(A) files) or ``[H, W(, C)]`` uint8 pixels, equal to
     what libpng decodes, or None when this path does not apply (the caller then uses the general
     decoders, which also name any defect).  ``reuse``: write into this thread's buffer of that name
     (valid until the thread's next decode into it) instead of a new array."""
-    layout = _png_layout(encoded) if _FAST_DECODE is not None else None
-    if layout is None:
+    inflated = _inflate(encoded, "inflate")
+    if inflated is None or (rgb_ids and inflated[2] < 3):
         return None
-    height, width, channels, pieces = layout
-    if rgb_ids and channels < 3:
-        return None
-    inflate, unfilter = _FAST_DECODE
-    size = height * (1 + width * channels)
-    raw = _thread_buffer("inflate", size + 1)  # one spare byte: a longer stream shows up as size + 1
-    try:  # both check the stream's Adler-32
-        decoded = inflate(pieces[0] if len(pieces) == 1 else b"".join(pieces), out=raw)
-    except Exception:  # corrupt or truncated stream: the general decoders report it
-        return None
-    if len(decoded) != size:
-        return None
+    height, width, channels, raw = inflated
     shape = (height, width) if rgb_ids else (height, width, channels)
     dtype = np.dtype(np.int32 if rgb_ids else np.uint8)
     if reuse is None:
@@ -127,7 +137,7 @@ def _fast_decode(encoded: bytes, rgb_ids: bool, reuse: Optional[str] = None) -> 
     else:
         out = _thread_buffer(reuse, int(np.prod(shape)) * dtype.itemsize).view(dtype).reshape(shape)
     try:
-        unfilter(raw[:size], height, width, channels, rgb_ids, out)
+        _FAST_DECODE[1](raw, height, width, channels, rgb_ids, out)
     except ValueError:  # an unknown filter type
         return None
     return out if rgb_ids or channels > 1 else out.reshape(height, width)
@@ -261,6 +271,64 @@ def known_pair_histogram(rows: np.ndarray, row_ids, cols: np.ndarray, col_ids) -
                  np.ascontiguousarray(cols), _lookup_table(col_ids), len(col_ids), cols.dtype == np.uint8,
                  shape[0], shape[1], counts)
     return counts
+
+
+def _native_count_pngs():
+    try:
+        from ._native import count_pngs
+    except ImportError:  # not built (or built before it existed): the maps are decoded instead
+        return None
+    return count_pngs
+
+
+_COUNT_PNGS = _native_count_pngs()
+
+
+def _table_of(known_ids) -> Optional[np.ndarray]:
+    """:func:`_lookup_table` of non-negative ids below the table limit, else None."""
+    known_ids = np.asarray(known_ids, np.int64)
+    if (known_ids < 0).any() or known_ids.max(initial=0) >= _TABLE_LIMIT:
+        return None
+    return _lookup_table(known_ids)
+
+
+def count_png_pairs(gt_png, gt_ids, pred_png, pred_ids, labels_png=None, label_ids=(), *,
+                    keep_maps: bool = False) -> Optional[Dict[str, Any]]:
+    """The pair counts of two panoptic PNGs (and a label PNG), each decoded row by row and counted
+    while the row is in the cache: no ``[H, W]`` map is written unless ``keep_maps``.
+
+    ``gt_png`` / ``pred_png``: 8-bit RGB(A) panoptic PNGs (ids R + 256 G + 256² B);
+    ``labels_png``: an 8-bit gray label PNG or None; ``gt_ids`` ``[R]``, ``pred_ids`` ``[C]``,
+    ``label_ids`` ``[L]``: the listed values.  Returns ``{"joint": [R + 1, C + 1]`` int64 (as
+    ``known_pair_histogram(gt, gt_ids, pred, pred_ids)``), ``"labels": [R + 1, L + 1]`` int64 (as
+    ``known_pair_histogram(gt, gt_ids, labels, label_ids)``, None without ``labels_png``),
+    ``"gt_map"``, ``"pred_map"``: ``[H, W]`` int32 ids in this thread's buffers ``"gt"`` /
+    ``"pred"`` (as ``read_panoptic_png(..., reuse=...)``) when ``keep_maps``, else None``}``.
+    None when a file is off this path (another PNG kind, a damaged file, sizes that differ, ids
+    beyond the lookup tables, no native module): the caller then decodes the maps, and the
+    general decoders name any defect.  A missing file raises :class:`DataError`.
+    """
+    tables = [_table_of(gt_ids), _table_of(pred_ids), _table_of(label_ids)]
+    if _COUNT_PNGS is None or any(t is None for t in tables):
+        return None
+    gt = _inflate(io.read_bytes(Path(gt_png)), "inflate")
+    pred = _inflate(io.read_bytes(Path(pred_png)), "inflate pred")
+    labels = None if labels_png is None else _inflate(io.read_bytes(Path(labels_png)), "inflate labels")
+    if gt is None or pred is None or gt[2] < 3 or pred[2] < 3 or gt[:2] != pred[:2] or (
+            labels_png is not None and (labels is None or labels[:3] != (*gt[:2], 1))):
+        return None
+    height, width = gt[:2]
+    joint = np.zeros((len(gt_ids) + 1, len(pred_ids) + 1), np.int64)
+    label_counts = None if labels is None else np.zeros((len(gt_ids) + 1, len(label_ids) + 1), np.int64)
+    maps = [_thread_buffer(slot, 4 * height * width).view(np.int32).reshape(height, width) if keep_maps else None
+            for slot in ("gt", "pred")]
+    try:
+        _COUNT_PNGS(gt[3], gt[2], pred[3], pred[2], None if labels is None else labels[3], height, width,
+                    tables[0], len(gt_ids), tables[1], len(pred_ids), tables[2], len(label_ids),
+                    joint, label_counts, *maps)
+    except ValueError:  # an unknown filter type
+        return None
+    return {"joint": joint, "labels": label_counts, "gt_map": maps[0], "pred_map": maps[1]}
 
 
 def value_counts(values: np.ndarray) -> tuple:

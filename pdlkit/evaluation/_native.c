@@ -191,8 +191,8 @@ static int unfilter_row(uint8_t filter, uint8_t *row, const uint8_t *prev, Py_ss
   }
 }
 
-static void write_ids(const uint8_t *row, Py_ssize_t width, Py_ssize_t channels, int32_t *out) {
-  Py_ssize_t x = 0;
+static void write_ids_scalar(const uint8_t *row, Py_ssize_t width, Py_ssize_t channels, int32_t *out,
+                             Py_ssize_t x) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   /* One 4-byte load per pixel (R, G, B and the next byte, masked off); the last pixel is read
    * bytewise so the load never leaves the row. */
@@ -208,6 +208,42 @@ static void write_ids(const uint8_t *row, Py_ssize_t width, Py_ssize_t channels,
   }
 }
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <tmmintrin.h>
+/* Four pixels per byte shuffle (R, G, B, zero each), which SSSE3 has and baseline x86-64 lacks:
+ * chosen at run time. */
+__attribute__((target("ssse3"))) static void write_ids_ssse3(const uint8_t *row, Py_ssize_t width,
+                                                             Py_ssize_t channels, int32_t *out) {
+  const __m128i rgb = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
+  const __m128i rgba = _mm_setr_epi8(0, 1, 2, -1, 4, 5, 6, -1, 8, 9, 10, -1, 12, 13, 14, -1);
+  const __m128i order = channels == 3 ? rgb : rgba;
+  Py_ssize_t x = 0;
+  for (; (x + 4) * channels + (channels == 3 ? 4 : 0) <= width * channels; x += 4) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(row + x * channels));
+    _mm_storeu_si128((__m128i *)(out + x), _mm_shuffle_epi8(v, order));
+  }
+  write_ids_scalar(row, width, channels, out, x);
+}
+
+static int has_ssse3(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("ssse3");
+}
+#else
+static int has_ssse3(void) { return 0; }
+#define write_ids_ssse3(row, width, channels, out) write_ids_scalar(row, width, channels, out, 0)
+#endif
+
+static int use_ssse3 = 0; /* set when the module loads */
+
+/* out[x] = R + 256 G + 256^2 B of pixel x of an RGB(A) row (alpha ignored). */
+static void write_ids(const uint8_t *row, Py_ssize_t width, Py_ssize_t channels, int32_t *out) {
+  if (use_ssse3)
+    write_ids_ssse3(row, width, channels, out);
+  else
+    write_ids_scalar(row, width, channels, out, 0);
+}
+
 static void write_row(const uint8_t *row, Py_ssize_t y, Py_ssize_t width, Py_ssize_t channels,
                       int ids, uint8_t *out) {
   if (ids)
@@ -216,27 +252,47 @@ static void write_row(const uint8_t *row, Py_ssize_t y, Py_ssize_t width, Py_ssi
     memcpy(out + y * width * channels, row, (size_t)(width * channels));
 }
 
+/* A PNG's inflated data, unfiltered in place a row (or a Paeth pair) at a time, so that a caller
+ * can use each row while it is still in the cache. */
+typedef struct {
+  uint8_t *data; /* height rows of 1 filter byte + stride bytes */
+  Py_ssize_t height, stride, channels;
+  Py_ssize_t done;      /* rows unfiltered so far */
+  const uint8_t *zeros; /* stride zero bytes: the row above the first */
+} png_rows;
+
+static uint8_t *png_row(const png_rows *png, Py_ssize_t y) {
+  return png->data + y * (png->stride + 1) + 1;
+}
+
+/* Unfilters the rows up to y inclusive; returns 0 at an unknown filter type (row png->done). */
+static int png_rows_through(png_rows *png, Py_ssize_t y) {
+  while (png->done <= y) {
+    Py_ssize_t r = png->done;
+    uint8_t *line = png_row(png, r) - 1;
+    const uint8_t *prev = r ? line - png->stride : png->zeros;
+    if (line[0] == 4 && r + 1 < png->height && line[png->stride + 1] == 4) {
+      paeth_pair(line + 1, line + png->stride + 2, prev, png->stride, png->channels);
+      png->done += 2;
+    } else if (unfilter_row(line[0], line + 1, prev, png->stride, png->channels)) {
+      png->done += 1;
+    } else {
+      return 0;
+    }
+  }
+  return 1;
+}
+
 /* Returns -1 on success, -2 when out of memory, else the row with an unknown filter type. */
 static Py_ssize_t unfilter_image(uint8_t *data, Py_ssize_t height, Py_ssize_t width,
                                  Py_ssize_t channels, int ids, uint8_t *out) {
-  Py_ssize_t stride = width * channels, y;
-  const uint8_t *prev;
-  uint8_t *zeros = (uint8_t *)calloc((size_t)stride, 1);
+  png_rows png = {data, height, width * channels, channels, 0, NULL};
+  Py_ssize_t y;
+  uint8_t *zeros = (uint8_t *)calloc((size_t)png.stride, 1);
   if (zeros == NULL) return -2;
-  prev = zeros;
-  for (y = 0; y < height; ++y) {
-    uint8_t *line = data + y * (stride + 1);
-    if (line[0] == 4 && y + 1 < height && line[stride + 1] == 4) {
-      paeth_pair(line + 1, line + stride + 2, prev, stride, channels);
-      write_row(line + 1, y, width, channels, ids, out);
-      ++y;
-      line += stride + 1;
-    } else if (!unfilter_row(line[0], line + 1, prev, stride, channels)) {
-      break;
-    }
-    write_row(line + 1, y, width, channels, ids, out);
-    prev = line + 1;
-  }
+  png.zeros = zeros;
+  for (y = 0; y < height && png_rows_through(&png, y); ++y)
+    write_row(png_row(&png, y), y, width, channels, ids, out);
   free(zeros);
   return y < height ? y : -1;
 }
@@ -337,6 +393,268 @@ static PyObject *pair_counts(PyObject *self, PyObject *args) {
   return result;
 }
 
+/* A value -> row / column lookup: table[v] for 0 <= v < len, other for any other value. */
+typedef struct {
+  const int32_t *table;
+  Py_ssize_t len;
+  int32_t other;
+} lookup;
+
+static inline int64_t look(const lookup *l, int64_t v) {
+  return (v >= 0 && v < l->len) ? l->table[v] : l->other;
+}
+
+#if defined(__SSE2__) && defined(__GNUC__)
+/* Bit k set: pixel x + k differs from pixel x + k - 1 (x >= 1; 16 pixels). */
+static inline uint32_t changes_i32(const int32_t *v) {
+  const __m128i *p = (const __m128i *)v, *q = (const __m128i *)(v - 1);
+  __m128i e0 = _mm_cmpeq_epi32(_mm_loadu_si128(p), _mm_loadu_si128(q));
+  __m128i e1 = _mm_cmpeq_epi32(_mm_loadu_si128(p + 1), _mm_loadu_si128(q + 1));
+  __m128i e2 = _mm_cmpeq_epi32(_mm_loadu_si128(p + 2), _mm_loadu_si128(q + 2));
+  __m128i e3 = _mm_cmpeq_epi32(_mm_loadu_si128(p + 3), _mm_loadu_si128(q + 3));
+  __m128i e = _mm_packs_epi16(_mm_packs_epi32(e0, e1), _mm_packs_epi32(e2, e3));
+  return ~(uint32_t)_mm_movemask_epi8(e) & 0xFFFFu;
+}
+
+static inline uint32_t changes_u8(const uint8_t *v) {
+  __m128i e = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)v), _mm_loadu_si128((const __m128i *)(v - 1)));
+  return ~(uint32_t)_mm_movemask_epi8(e) & 0xFFFFu;
+}
+#endif
+
+
+/* Arguments of count_pngs: contiguous buffers with a given item type, or None where allowed. */
+typedef struct {
+  Py_buffer view;
+  int present;
+} array_arg;
+
+/* The item type of a buffer as one struct code ('b', 'i' for int32, 'q' for int64, 'B' for
+ * bytes), so that numpy's "l" / "<q" spellings of int64 compare equal; '?' for anything else. */
+static char item_code(const Py_buffer *view) {
+  const char *f = view->format ? view->format : "B";
+  if (*f == '@' || *f == '=' || *f == '<') ++f;
+  if (f[0] == '\0' || f[1] != '\0') return '?';
+  if (view->itemsize == 1 && (*f == 'B' || *f == 'b' || *f == 'c')) return 'B';
+  if (view->itemsize == 4 && (*f == 'i' || *f == 'l')) return 'i';
+  if (view->itemsize == 8 && (*f == 'l' || *f == 'q')) return 'q';
+  return '?';
+}
+
+/* Returns 0 with a ValueError naming the argument when obj is not a C-contiguous array of
+ * `count` items of type code (None is accepted when optional). */
+static int get_array(PyObject *obj, array_arg *arg, char code, Py_ssize_t count, int writable,
+                     int optional, const char *name) {
+  static const char *types[] = {"uint8", "int32", "int64"};
+  const char *type = types[code == 'B' ? 0 : code == 'i' ? 1 : 2];
+  arg->present = 0;
+  if (obj == Py_None && optional) return 1;
+  if (PyObject_GetBuffer(obj, &arg->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT |
+                                              (writable ? PyBUF_WRITABLE : 0)) != 0) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "count_pngs: %s must be a C-contiguous%s %s array", name,
+                 writable ? " writable" : "", type);
+    return 0;
+  }
+  arg->present = 1;
+  if (item_code(&arg->view) != code || (count >= 0 && arg->view.len != count * arg->view.itemsize)) {
+    PyErr_Format(PyExc_ValueError, "count_pngs: %s must hold %zd %s items (it has %zd bytes)", name,
+                 count, type, arg->view.len);
+    return 0;
+  }
+  return 1;
+}
+
+static void release_arrays(array_arg *args, int n) {
+  int k;
+  for (k = 0; k < n; ++k)
+    if (args[k].present) PyBuffer_Release(&args[k].view);
+}
+
+/* The images of one count_pngs call and where their counts go. */
+typedef struct {
+  png_rows gt, pred, labels; /* labels.data NULL: no label image */
+  Py_ssize_t height, width;
+  lookup gt_rows, pred_cols, label_cols_of; /* segment id -> row / column, label -> column */
+  int64_t *joint, *label_counts;
+  Py_ssize_t cols, label_cols;
+  int32_t *gt_map, *pred_map; /* [height, width], or NULL: one scratch row */
+} png_counts;
+
+/* Appends x + k for each set bit k of bits to ends[count...], returning the new count.  Four
+ * entries are written whatever the count (spare ones are overwritten later; ends has room), so
+ * a block with up to four changes costs no branch that depends on the data: on noisy maps a
+ * bit-by-bit loop mispredicts about once per run. */
+static inline Py_ssize_t append_ends(uint32_t bits, int32_t x, int32_t *ends, Py_ssize_t count) {
+  int i;
+  for (i = 0; i < 4; ++i) {
+    ends[count] = x + __builtin_ctz(bits | 0x10000u);
+    count += bits != 0;
+    bits &= bits - 1;
+  }
+  for (; bits; bits &= bits - 1) ends[count++] = x + __builtin_ctz(bits);
+  return count;
+}
+
+/* Adds the runs [ends[r - 1], ends[r]) (the first from 0) of equal (a, b) pairs to
+ * out[row(a) * num_cols + col(b)]. */
+#define DEFINE_ADD_RUNS(NAME, TB)                                                                  \
+  static void NAME(const int32_t *a, const TB *b, const int32_t *ends, Py_ssize_t count,          \
+                   const lookup *rows, const lookup *cols, Py_ssize_t num_cols, int64_t *out) {   \
+    Py_ssize_t r, start = 0;                                                                      \
+    for (r = 0; r < count; ++r) {                                                                 \
+      const Py_ssize_t end = ends[r];                                                             \
+      out[look(rows, a[start]) * num_cols + look(cols, b[start])] += end - start;                 \
+      start = end;                                                                                \
+    }                                                                                             \
+  }
+DEFINE_ADD_RUNS(add_runs_ii, int32_t)
+DEFINE_ADD_RUNS(add_runs_ib, uint8_t)
+
+/* One row of n pixels counted: where (gt a, pred b) runs end and where (gt a, label l) runs end
+ * (l may be NULL), found 16 pixels at a time by comparing each map with itself a pixel over, then
+ * each histogram's runs added.  ends: room for 2 (n + 16) entries. */
+static void count_row(const png_counts *c, const int32_t *a, const int32_t *b, const uint8_t *l,
+                      Py_ssize_t n, int32_t *ends) {
+  int32_t *joint_ends = ends, *label_ends = ends + n + 16;
+  Py_ssize_t joint_count = 0, label_count = 0, x = 1;
+#if defined(__SSE2__) && defined(__GNUC__)
+  for (; x + 16 <= n; x += 16) {
+    const uint32_t gt_changes = changes_i32(a + x);
+    joint_count = append_ends(gt_changes | changes_i32(b + x), (int32_t)x, joint_ends, joint_count);
+    if (l) label_count = append_ends(gt_changes | changes_u8(l + x), (int32_t)x, label_ends, label_count);
+  }
+#endif
+  for (; x < n; ++x) {
+    if (a[x] != a[x - 1] || b[x] != b[x - 1]) joint_ends[joint_count++] = (int32_t)x;
+    if (l && (a[x] != a[x - 1] || l[x] != l[x - 1])) label_ends[label_count++] = (int32_t)x;
+  }
+  joint_ends[joint_count++] = label_ends[label_count++] = (int32_t)n;
+  add_runs_ii(a, b, joint_ends, joint_count, &c->gt_rows, &c->pred_cols, c->cols, c->joint);
+  if (l)
+    add_runs_ib(a, l, label_ends, label_count, &c->gt_rows, &c->label_cols_of, c->label_cols,
+                c->label_counts);
+}
+
+/* Unfilters the three images row by row and counts each row while it is in the cache.  Returns
+ * -1 on success, -2 when out of memory, else the row with an unknown filter type. */
+static Py_ssize_t count_images(png_counts *c) {
+  const Py_ssize_t w = c->width;
+  Py_ssize_t y;
+  uint8_t *zeros = (uint8_t *)calloc((size_t)(4 * w), 1);
+  int32_t *scratch = (int32_t *)malloc((size_t)(4 * w + 32) * sizeof(int32_t));
+  if (zeros == NULL || scratch == NULL) {
+    free(zeros);
+    free(scratch);
+    return -2;
+  }
+  c->gt.zeros = c->pred.zeros = c->labels.zeros = zeros;
+  for (y = 0; y < c->height; ++y) {
+    int32_t *gt_ids = c->gt_map ? c->gt_map + y * w : scratch;
+    int32_t *pred_ids = c->pred_map ? c->pred_map + y * w : scratch + w;
+    if (!png_rows_through(&c->gt, y) || !png_rows_through(&c->pred, y) ||
+        (c->labels.data && !png_rows_through(&c->labels, y)))
+      break;
+    write_ids(png_row(&c->gt, y), w, c->gt.channels, gt_ids);
+    write_ids(png_row(&c->pred, y), w, c->pred.channels, pred_ids);
+    count_row(c, gt_ids, pred_ids, c->labels.data ? png_row(&c->labels, y) : NULL, w, scratch + 2 * w);
+  }
+  free(zeros);
+  free(scratch);
+  return y < c->height ? y : -1;
+}
+
+/* Table entries and the fallback value must lie in [0, limit): checked before the pixel loop so
+ * that it cannot write outside the counts. */
+static int lookup_in_range(const array_arg *table, int32_t other, Py_ssize_t limit, const char *name) {
+  const int32_t *t = (const int32_t *)table->view.buf;
+  Py_ssize_t k, len = table->view.len / 4;
+  int ok = other >= 0 && other < limit;
+  for (k = 0; ok && k < len; ++k) ok = t[k] >= 0 && t[k] < limit;
+  if (!ok) PyErr_Format(PyExc_ValueError, "count_pngs: %s maps a value outside [0, %zd)", name, limit);
+  return ok;
+}
+
+/* The [rows, cols] shape of a 2-D counts array, or 0 with a ValueError. */
+static int counts_shape(const array_arg *counts, Py_ssize_t *rows, Py_ssize_t *cols, const char *name) {
+  if (counts->view.ndim != 2 || counts->view.shape == NULL) {
+    PyErr_Format(PyExc_ValueError, "count_pngs: %s must be a 2-D int64 array", name);
+    return 0;
+  }
+  *rows = counts->view.shape[0];
+  *cols = counts->view.shape[1];
+  return 1;
+}
+
+/* Checks every argument (sizes, item types, table ranges) and fills c; 0 with a ValueError. */
+static int parse_counts(PyObject **o, Py_ssize_t gc, Py_ssize_t pc, Py_ssize_t h, Py_ssize_t w,
+                        int gt_other, int pred_other, int label_other, array_arg *a, png_counts *c) {
+  Py_ssize_t rows = 0, cols = 0, label_rows = 0, label_cols = 0;
+  if (h <= 0 || w <= 0 || gc < 3 || gc > 4 || pc < 3 || pc > 4) {
+    PyErr_Format(PyExc_ValueError, "count_pngs: bad images %zdx%zd with %zd and %zd channels", h, w, gc, pc);
+    return 0;
+  }
+  if (!get_array(o[0], &a[0], 'B', h * (w * gc + 1), 1, 0, "gt_raw") ||
+      !get_array(o[1], &a[1], 'B', h * (w * pc + 1), 1, 0, "pred_raw") ||
+      !get_array(o[2], &a[2], 'B', h * (w + 1), 1, 1, "labels_raw") ||
+      !get_array(o[3], &a[3], 'i', -1, 0, 0, "gt_table") ||
+      !get_array(o[4], &a[4], 'i', -1, 0, 0, "pred_table") ||
+      !get_array(o[5], &a[5], 'i', -1, 0, 0, "label_table") ||
+      !get_array(o[6], &a[6], 'q', -1, 1, 0, "joint") || !counts_shape(&a[6], &rows, &cols, "joint") ||
+      !get_array(o[7], &a[7], 'q', -1, 1, a[2].present ? 0 : 1, "label_counts") ||
+      (a[7].present && !counts_shape(&a[7], &label_rows, &label_cols, "label_counts")) ||
+      !get_array(o[8], &a[8], 'i', h * w, 1, 1, "gt_map") ||
+      !get_array(o[9], &a[9], 'i', h * w, 1, 1, "pred_map") ||
+      !lookup_in_range(&a[3], gt_other, rows, "gt_table") ||
+      !lookup_in_range(&a[4], pred_other, cols, "pred_table") ||
+      (a[2].present && !lookup_in_range(&a[5], label_other, label_cols, "label_table")))
+    return 0;
+  if (a[2].present && label_rows != rows) {
+    PyErr_SetString(PyExc_ValueError, "count_pngs: label_counts and joint must have as many rows");
+    return 0;
+  }
+  png_counts filled = {
+      {(uint8_t *)a[0].view.buf, h, w * gc, gc, 0, NULL},
+      {(uint8_t *)a[1].view.buf, h, w * pc, pc, 0, NULL},
+      {a[2].present ? (uint8_t *)a[2].view.buf : NULL, h, w, 1, 0, NULL},
+      h, w,
+      {(const int32_t *)a[3].view.buf, a[3].view.len / 4, gt_other},
+      {(const int32_t *)a[4].view.buf, a[4].view.len / 4, pred_other},
+      {(const int32_t *)a[5].view.buf, a[5].view.len / 4, label_other},
+      (int64_t *)a[6].view.buf, a[7].present ? (int64_t *)a[7].view.buf : NULL,
+      cols, label_cols,
+      a[8].present ? (int32_t *)a[8].view.buf : NULL, a[9].present ? (int32_t *)a[9].view.buf : NULL};
+  *c = filled;
+  return 1;
+}
+
+static PyObject *count_pngs(PyObject *self, PyObject *args) {
+  PyObject *o[10];
+  array_arg a[10];
+  Py_ssize_t gc, pc, h, w, bad_row;
+  int gt_other, pred_other, label_other, k;
+  png_counts c;
+  PyObject *result = NULL;
+  (void)self;
+  for (k = 0; k < 10; ++k) a[k].present = 0;
+  if (!PyArg_ParseTuple(args, "OnOnOnnOiOiOiOOOO", &o[0], &gc, &o[1], &pc, &o[2], &h, &w, &o[3],
+                        &gt_other, &o[4], &pred_other, &o[5], &label_other, &o[6], &o[7], &o[8], &o[9]))
+    return NULL;
+  if (parse_counts(o, gc, pc, h, w, gt_other, pred_other, label_other, a, &c)) {
+    Py_BEGIN_ALLOW_THREADS
+    bad_row = count_images(&c);
+    Py_END_ALLOW_THREADS
+    if (bad_row == -2)
+      PyErr_NoMemory();
+    else if (bad_row >= 0)
+      PyErr_Format(PyExc_ValueError, "unknown PNG filter type in row %zd", bad_row);
+    else
+      result = Py_None, Py_INCREF(Py_None);
+  }
+  release_arrays(a, 10);
+  return result;
+}
+
 static PyMethodDef methods[] = {
     {"unfilter", unfilter, METH_VARARGS,
      "unfilter(raw, height, width, channels, rgb_ids, out): undo the row filters of inflated 8-bit\n"
@@ -346,9 +664,20 @@ static PyMethodDef methods[] = {
      "pair_counts(a, a_table, a_other, b, b_table, b_other, b_is_bytes, rows, cols, out): add the\n"
      "counts of (a_table[a[i]], b_table[b[i]]) pairs to out (int64 [rows * cols]); a: int32, b:\n"
      "int32 or uint8 (b_is_bytes); tables int32; values outside a table map to a_other / b_other."},
+    {"count_pngs", count_pngs, METH_VARARGS,
+     "count_pngs(gt_raw, gt_channels, pred_raw, pred_channels, labels_raw, height, width,\n"
+     "gt_table, gt_other, pred_table, pred_other, label_table, label_other, joint, label_counts,\n"
+     "gt_map, pred_map): unfilter two inflated RGB(A) panoptic PNGs (and an 8-bit gray label PNG,\n"
+     "or None) row by row, in place, adding to joint (int64 [R, C]) the counts of (gt_table[gt id],\n"
+     "pred_table[pred id]) pairs and to label_counts (int64 [R, L]) those of (gt_table[gt id],\n"
+     "label_table[label]); ids outside a table map to its *_other.  gt_map / pred_map (int32\n"
+     "[height * width], or None) receive the ids."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
                                     "pdl eval's pixel loops, run without the GIL", -1, methods};
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native(void) {
+  use_ssse3 = has_ssse3();
+  return PyModule_Create(&module);
+}

@@ -16,8 +16,8 @@ from ._io import load_ground_truth, load_predictions, read_label_png, read_panop
 from .coco_ap import image_instances, mask_ap
 from .instance import instance_ap, match_image_instances, thing_instances
 from .pairing import pair_images
-from .panoptic import PQStats, joint_histogram, pq_from_joint, pq_image_stats, pq_summary
-from .semantic import confusion_from_segments, fold_joint, iou_summary
+from .panoptic import PQStats, count_files, joint_histogram, pq_from_joint, pq_image_stats, pq_summary
+from .semantic import confusion_from_segments, fold_joint, fold_segment_counts, iou_summary
 
 __all__ = ["evaluate_predictions", "score_images", "combine_shares", "EvalShare"]
 
@@ -105,28 +105,33 @@ def _tasks(ground_truth: Dict, predictions: Dict, pairs: list, classes: _Classes
     return tasks
 
 
-def _semantic_part(task: Dict, gt_ids: np.ndarray, joint: np.ndarray) -> np.ndarray:
+def _semantic_part(task: Dict, counted: Dict) -> np.ndarray:
     """Confusion matrix of one image.  Ground truth: each segment's category in the panoptic map,
     which on Cityscapes data equals ``*_gtFine_labelIds.png`` on every evaluated class (the
     panoptic ground truth is made from the same ids, leaving out only the unevaluated labels), so
-    that file need not be decoded.  Prediction: ``semantic/`` when present, else the panoptic
-    map's categories, read off PQ's joint histogram without another pass over the pixels.
+    that file need not be decoded.  Prediction: ``semantic/`` when present (counted in the same
+    pass as PQ's histogram when the files allowed it), else the panoptic map's categories, read
+    off PQ's joint histogram without another pass over the pixels.
 
-    ``gt_ids``: ``[H, W]`` ground-truth segment ids; ``joint``: PQ's ``[G + 2, P + 2]`` histogram.
+    ``counted``: :func:`count_files`' dict (``"joint"`` ``[G + 2, P + 2]``, ``"labels"``
+    ``[G + 2, K + 1]`` or None, ``"gt_map"`` ``[H, W]`` ground-truth ids where ``"labels"`` is None).
     """
-    classes = task["classes"]
+    classes, image_id = task["classes"], task["image_id"]
     void, gt_segments = classes.void_label, task["gt_annotation"]["segments_info"]
+    if counted["labels"] is not None:
+        return fold_segment_counts(counted["labels"], gt_segments, void, classes.class_ids, image_id=image_id)
     if task["pred_semantic_png"] is not None:
         pred_labels = read_label_png(task["pred_semantic_png"], reuse="semantic")
-        return confusion_from_segments(gt_ids, gt_segments, void, pred_labels, classes.class_ids,
-                                       image_id=task["image_id"])
+        return confusion_from_segments(counted["gt_map"], gt_segments, void, pred_labels, classes.class_ids,
+                                       image_id=image_id)
     row_labels = [void] + [int(s["category_id"]) for s in gt_segments] + [void]
     col_labels = [void] + [int(s["category_id"]) for s in task["pred_annotation"]["segments_info"]] + [void]
-    return fold_joint(joint, row_labels, col_labels, classes.class_ids, image_id=task["image_id"])
+    return fold_joint(counted["joint"], row_labels, col_labels, classes.class_ids, image_id=image_id)
 
 
-def _instance_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray):
-    """This image's share of instance AP: Cityscapes matches or pycocotools instances (or None)."""
+def _instance_part(task: Dict, gt_ids: Optional[np.ndarray], pred_ids: Optional[np.ndarray]):
+    """This image's share of instance AP: Cityscapes matches or pycocotools instances (or None).
+    ``gt_ids`` / ``pred_ids``: the ``[H, W]`` id maps (kept whenever AP needs them)."""
     classes, pred_segments = task["classes"], task["pred_annotation"]["segments_info"]
     where = str(task["pred_png"])
     if task["coco_ap"]:
@@ -141,20 +146,26 @@ def _instance_part(task: Dict, gt_ids: np.ndarray, pred_ids: np.ndarray):
 
 
 def _evaluate_image(task: Dict) -> Dict:
-    """One image, run in a worker thread: PQ counts, confusion matrix and instance results, with
-    each PNG decoded once; mIoU's ground truth comes from the panoptic map (no labelIds file)."""
-    # The decoded maps live in this thread's reused buffers: nothing below keeps a view of them.
-    gt_ids = read_panoptic_png(task["gt_png"], reuse="gt")
-    pred_ids = read_panoptic_png(task["pred_png"], reuse="pred")
-    image_id, gt_segments = task["image_id"], task["gt_annotation"]["segments_info"]
-    pred_segments = task["pred_annotation"]["segments_info"]
-    if gt_ids.shape != pred_ids.shape:  # the message pq_image_stats gives
-        pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments, task["classes"].category_index,
-                       image_id=image_id)
-    joint = joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id)
-    pq = pq_from_joint(joint, gt_segments, pred_segments, task["classes"].category_index, image_id=image_id)
-    return {"pq": pq, "confusion": _semantic_part(task, gt_ids, joint),
-            "instances": _instance_part(task, gt_ids, pred_ids)}
+    """One image, run in a worker thread: PQ counts, confusion matrix and instance results.  The
+    PNGs are decoded row by row and counted while each row is in the cache (no ``[H, W]`` map
+    unless AP needs one); mIoU's ground truth comes from the panoptic map (no labelIds file).
+    Files off that path are decoded to maps first, and any defect is named there."""
+    classes, image_id = task["classes"], task["image_id"]
+    gt_segments, pred_segments = task["gt_annotation"]["segments_info"], task["pred_annotation"]["segments_info"]
+    counted = count_files(task["gt_png"], gt_segments, task["pred_png"], pred_segments, task["pred_semantic_png"],
+                          classes.class_ids, keep_maps=task["coco_ap"] or task["instance_png"] is not None,
+                          image_id=image_id)
+    if counted is None:
+        # The decoded maps live in this thread's reused buffers: nothing below keeps a view of them.
+        gt_ids = read_panoptic_png(task["gt_png"], reuse="gt")
+        pred_ids = read_panoptic_png(task["pred_png"], reuse="pred")
+        if gt_ids.shape != pred_ids.shape:  # the message pq_image_stats gives
+            pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments, classes.category_index, image_id=image_id)
+        counted = {"joint": joint_histogram(gt_ids, gt_segments, pred_ids, pred_segments, image_id),
+                   "labels": None, "gt_map": gt_ids, "pred_map": pred_ids}
+    pq = pq_from_joint(counted["joint"], gt_segments, pred_segments, classes.category_index, image_id=image_id)
+    return {"pq": pq, "confusion": _semantic_part(task, counted),
+            "instances": _instance_part(task, counted["gt_map"], counted["pred_map"])}
 
 
 @dataclass

@@ -17,15 +17,16 @@ handling then work on that small matrix.  The rules are the official evaluator's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
 from pdlkit.errors import DataError
 
-from ._io import known_pair_histogram
+from ._io import count_png_pairs, known_pair_histogram
 
-__all__ = ["PQStats", "pq_image_stats", "pq_from_joint", "joint_histogram", "pq_summary"]
+__all__ = ["PQStats", "pq_image_stats", "pq_from_joint", "joint_histogram", "count_files", "segment_ids",
+           "pq_summary"]
 
 VOID_ID = 0
 
@@ -59,6 +60,25 @@ class PQStats:
         return self
 
 
+def segment_ids(segments) -> np.ndarray:
+    """``[1 + S]`` int64: void (0), then the ``id`` of each segment listed, in order: the rows (or
+    columns) of :func:`joint_histogram` before its last, for ids not listed."""
+    return np.array([VOID_ID] + [int(s["id"]) for s in segments], np.int64)
+
+
+def _pred_segment_ids(pred_segments, image_id) -> np.ndarray:
+    pred_seg_ids = segment_ids(pred_segments)
+    if len(np.unique(pred_seg_ids)) != len(pred_seg_ids):
+        raise DataError(f"image {image_id}: the prediction json lists a segment id twice (or id 0)")
+    return pred_seg_ids
+
+
+def _json_disagrees(joint: np.ndarray) -> bool:
+    """Whether the prediction PNG has an id its json does not list, or the json one the PNG lacks."""
+    pred_area = joint.sum(axis=0)
+    return bool(pred_area[-1] > 0 or (pred_area[1:-1] == 0).any())
+
+
 def joint_histogram(gt_ids: np.ndarray, gt_segments, pred_ids: np.ndarray, pred_segments, image_id="") -> np.ndarray:
     """``[G + 2, P + 2]`` pixel counts of (ground-truth row, predicted column) pairs, one pass
     over the two ``[H, W]`` id maps.
@@ -66,11 +86,8 @@ def joint_histogram(gt_ids: np.ndarray, gt_segments, pred_ids: np.ndarray, pred_
     Rows: 0 = void, 1..G = ground-truth segments, G + 1 = ids its json does not list (ignored).
     Columns: 0 = void, 1..P = predicted segments, P + 1 = ids its json does not list (an error).
     """
-    gt_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in gt_segments], np.int64)
-    pred_seg_ids = np.array([VOID_ID] + [int(s["id"]) for s in pred_segments], np.int64)
-    if len(np.unique(pred_seg_ids)) != len(pred_seg_ids):
-        raise DataError(f"image {image_id}: the prediction json lists a segment id twice (or id 0)")
-    joint = known_pair_histogram(gt_ids, gt_seg_ids, pred_ids, pred_seg_ids)
+    pred_seg_ids = _pred_segment_ids(pred_segments, image_id)
+    joint = known_pair_histogram(gt_ids, segment_ids(gt_segments), pred_ids, pred_seg_ids)
     pred_area = joint.sum(axis=0)
     if pred_area[-1] > 0:
         present = np.unique(pred_ids[~np.isin(pred_ids, pred_seg_ids)])
@@ -84,6 +101,25 @@ def joint_histogram(gt_ids: np.ndarray, gt_segments, pred_ids: np.ndarray, pred_
             f"image {image_id}: segment ids {missing[:5]} are in the prediction json but not in its PNG"
         )
     return joint
+
+
+def count_files(gt_png, gt_segments, pred_png, pred_segments, labels_png=None, class_ids=(), *,
+                keep_maps: bool = False, image_id="") -> Optional[Dict]:
+    """:func:`joint_histogram` of two panoptic PNGs, and the ``[G + 2, K + 1]`` counts of
+    (ground-truth row, position of the label in ``class_ids``, ``K`` for other labels) pairs of a
+    semantic label PNG, straight from the files in one pass over their rows (see
+    :func:`pdlkit.evaluation._io.count_png_pairs`, whose dict this returns: ``"joint"``,
+    ``"labels"``, ``"gt_map"``, ``"pred_map"``).
+
+    None when a file is off that path or the prediction's PNG and json disagree: the caller then
+    decodes the maps, and :func:`joint_histogram` names the defect.
+    """
+    pred_seg_ids = _pred_segment_ids(pred_segments, image_id)
+    counted = count_png_pairs(gt_png, segment_ids(gt_segments), pred_png, pred_seg_ids, labels_png,
+                              np.asarray(class_ids, np.int64), keep_maps=keep_maps)
+    if counted is None or _json_disagrees(counted["joint"]):
+        return None
+    return counted
 
 
 def _count_false_positives(stats: PQStats, inter, pred_void, area_p, pred_cat, gt_cat, gt_crowd,

@@ -22,7 +22,7 @@ from pdlkit.errors import DataError
 
 from ._io import index_map, known_pair_histogram, pair_histogram
 
-__all__ = ["confusion_matrix", "confusion_from_segments", "fold_joint", "iou_summary"]
+__all__ = ["confusion_matrix", "confusion_from_segments", "fold_segment_counts", "fold_joint", "iou_summary"]
 
 
 def confusion_matrix(
@@ -76,12 +76,20 @@ def confusion_from_segments(
         )
     if pred_labels.dtype.kind == "i" and (pred_labels < 0).any():
         raise DataError(f"image {image_id}: negative label ids in a semantic map")
+    segment_ids = [0] + [int(s["id"]) for s in gt_segments]
+    counts = known_pair_histogram(gt_ids, segment_ids, pred_labels, np.asarray(class_ids, np.int64))
+    return fold_segment_counts(counts, gt_segments, void_label, class_ids, image_id=image_id)
+
+
+def fold_segment_counts(counts: np.ndarray, gt_segments, void_label: int, class_ids: Sequence[int], *,
+                        image_id: str = "") -> np.ndarray:
+    """:func:`confusion_matrix` from ``[G + 2, K + 1]`` counts of (ground-truth row, predicted
+    class) pairs: rows void (id 0), the ``G`` segments of ``gt_segments``, ids not listed (both
+    void, ``void_label``, as the label map has it); columns the positions in ``class_ids``, ``K``
+    for any other label.  Rows are summed per segment category."""
     ids = np.asarray(class_ids, np.int64)
     size = len(ids) + 1
-    # Rows: void (id 0), the segments, then ids not listed (both void_label), as the label map has it.
-    segment_ids = [0] + [int(s["id"]) for s in gt_segments]
     row_labels = [void_label] + [int(s["category_id"]) for s in gt_segments] + [void_label]
-    counts = known_pair_histogram(gt_ids, segment_ids, pred_labels, ids)
     confusion = np.zeros((size, size), np.int64)
     np.add.at(confusion, _label_classes(row_labels, ids, image_id), counts)
     return confusion
