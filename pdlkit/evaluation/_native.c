@@ -25,6 +25,20 @@
 #include <emmintrin.h>
 #endif
 
+/* SSSE3 (byte shuffles) is not in baseline x86-64: functions that use it are compiled for it
+ * with a target attribute and chosen at run time. */
+#if defined(__SSE2__) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HAVE_SSSE3_TARGET 1
+#include <tmmintrin.h>
+static int has_ssse3(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("ssse3");
+}
+#else
+static int has_ssse3(void) { return 0; }
+#endif
+static int use_ssse3 = 0; /* set when the module loads */
+
 /* The Paeth predictor as two compare-and-select steps (ties favour a, then b), which compile to
  * conditional moves: on noisy rows a branchy version mispredicts about every byte.
  * a = left, b = up, c = upper left. */
@@ -75,7 +89,41 @@ DEFINE_SUB_SIMD(1)
 DEFINE_SUB_SIMD(2)
 DEFINE_SUB_SIMD(3)
 DEFINE_SUB_SIMD(4)
+
+#if defined(HAVE_SSSE3_TARGET)
+/* The Sub filter as a running sum with lag BPP bytes, 16 bytes a step whatever the pixel
+ * boundaries: a log-step prefix sum inside the step, plus the previous step's last pixel spread
+ * over the lanes by one byte shuffle (byte i takes byte 16 - BPP + i % BPP), so the serial chain
+ * is one add and one shuffle per 16 bytes.  Undoes the whole row (the first pixel has no left
+ * neighbour and stays); returns n. */
+#define DEFINE_SUB_SSSE3(BPP)                                                                       \
+  __attribute__((target("ssse3"))) static Py_ssize_t sub_ssse3_##BPP(uint8_t *row, Py_ssize_t n) { \
+    uint8_t pattern[16];                                                                            \
+    __m128i carry = _mm_setzero_si128(), spread;                                                    \
+    Py_ssize_t i;                                                                                   \
+    for (i = 0; i < 16; ++i) pattern[i] = (uint8_t)(16 - BPP + i % BPP);                            \
+    spread = _mm_loadu_si128((const __m128i *)pattern);                                             \
+    for (i = 0; i + 16 <= n; i += 16) {                                                             \
+      __m128i x = _mm_loadu_si128((const __m128i *)(row + i));                                      \
+      x = _mm_add_epi8(x, _mm_slli_si128(x, BPP));                                                  \
+      if (2 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (2 * BPP) & 15));                     \
+      if (4 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (4 * BPP) & 15));                     \
+      if (8 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (8 * BPP) & 15));                     \
+      x = _mm_add_epi8(x, carry);                                                                   \
+      _mm_storeu_si128((__m128i *)(row + i), x);                                                    \
+      carry = _mm_shuffle_epi8(x, spread);                                                          \
+    }                                                                                               \
+    for (i = i > BPP ? i : BPP; i < n; ++i) row[i] = (uint8_t)(row[i] + row[i - BPP]);              \
+    return n;                                                                                       \
+  }
+DEFINE_SUB_SSSE3(1)
+DEFINE_SUB_SSSE3(2)
+DEFINE_SUB_SSSE3(3)
+DEFINE_SUB_SSSE3(4)
+#define SUB_START(BPP, row, n) (use_ssse3 ? sub_ssse3_##BPP(row, n) : sub_simd_##BPP(row, n))
+#else
 #define SUB_START(BPP, row, n) sub_simd_##BPP(row, n)
+#endif
 #else
 #define SUB_START(BPP, row, n) 0
 #endif
@@ -93,6 +141,54 @@ DEFINE_SUB_SIMD(4)
       for (k_ = 0; k_ < BPP; ++k_)                                                                  \
         (left)[k_] = (x)[k_] = (uint8_t)((x)[k_] + paeth((left)[k_], (up)[k_], (ul)[k_]));          \
   } while (0)
+
+#if defined(HAVE_SSSE3_TARGET)
+/* A Paeth row from byte BPP on (the first pixel done), 16 bytes a step: where the row above is
+ * flat (up == upper left on all 16 bytes) the predictor is the left neighbour, so the step is a
+ * Sub step (as sub_ssse3); elsewhere (edges in the row above) each byte gets the predictor.  On
+ * label images nearly every step is flat. */
+#define DEFINE_PAETH_SSSE3(BPP)                                                                     \
+  __attribute__((target("ssse3"))) static void paeth_ssse3_##BPP(uint8_t *row, const uint8_t *prev, \
+                                                                 Py_ssize_t n) {                    \
+    uint8_t pattern[16];                                                                            \
+    __m128i carry = _mm_setzero_si128(), spread;                                                    \
+    Py_ssize_t i, j;                                                                                \
+    int carry_known = 0;                                                                            \
+    for (i = 0; i < 16; ++i) pattern[i] = (uint8_t)(16 - BPP + i % BPP);                            \
+    spread = _mm_loadu_si128((const __m128i *)pattern);                                             \
+    for (i = BPP; i < n && i < 16; ++i)                                                             \
+      row[i] = (uint8_t)(row[i] + paeth(row[i - BPP], prev[i], prev[i - BPP]));                     \
+    for (; i + 16 <= n; i += 16) {                                                                  \
+      const __m128i up = _mm_loadu_si128((const __m128i *)(prev + i));                              \
+      const __m128i up_left = _mm_loadu_si128((const __m128i *)(prev + i - BPP));                   \
+      if (_mm_movemask_epi8(_mm_cmpeq_epi8(up, up_left)) == 0xFFFF) {                               \
+        __m128i x = _mm_loadu_si128((const __m128i *)(row + i));                                    \
+        if (!carry_known)                                                                           \
+          carry = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(row + i - 16)), spread);       \
+        x = _mm_add_epi8(x, _mm_slli_si128(x, BPP));                                                \
+        if (2 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (2 * BPP) & 15));                   \
+        if (4 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (4 * BPP) & 15));                   \
+        if (8 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (8 * BPP) & 15));                   \
+        x = _mm_add_epi8(x, carry);                                                                 \
+        _mm_storeu_si128((__m128i *)(row + i), x);                                                  \
+        carry = _mm_shuffle_epi8(x, spread);                                                        \
+        carry_known = 1;                                                                            \
+      } else {                                                                                      \
+        for (j = i; j < i + 16; ++j)                                                                \
+          row[j] = (uint8_t)(row[j] + paeth(row[j - BPP], prev[j], prev[j - BPP]));                 \
+        carry_known = 0;                                                                            \
+      }                                                                                             \
+    }                                                                                               \
+    for (; i < n; ++i) row[i] = (uint8_t)(row[i] + paeth(row[i - BPP], prev[i], prev[i - BPP]));   \
+  }
+DEFINE_PAETH_SSSE3(1)
+DEFINE_PAETH_SSSE3(2)
+DEFINE_PAETH_SSSE3(3)
+DEFINE_PAETH_SSSE3(4)
+#define PAETH_SSSE3(BPP, row, prev, n) (use_ssse3 ? (paeth_ssse3_##BPP(row, prev, n), 1) : 0)
+#else
+#define PAETH_SSSE3(BPP, row, prev, n) 0
+#endif
 
 /* One row's filter undone in place, for a constant bytes-per-pixel BPP (so the compiler unrolls
  * the channel loop and keeps each channel's left neighbour in a register instead of reloading a
@@ -124,7 +220,7 @@ DEFINE_SUB_SIMD(4)
       for (i = BPP; i < n; i += BPP)                                                                \
         for (k = 0; k < BPP; ++k)                                                                   \
           left[k] = row[i + k] = (uint8_t)(row[i + k] + ((left[k] + prev[i + k]) >> 1));            \
-    } else {                                                                                        \
+    } else if (!PAETH_SSSE3(BPP, row, prev, n)) {                                                   \
       for (i = BPP; i < n; i += BPP) PAETH_PIXEL(BPP, row + i, left, prev + i, prev + i - BPP);     \
     }                                                                                               \
     return 1;                                                                                       \
@@ -208,10 +304,8 @@ static void write_ids_scalar(const uint8_t *row, Py_ssize_t width, Py_ssize_t ch
   }
 }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <tmmintrin.h>
-/* Four pixels per byte shuffle (R, G, B, zero each), which SSSE3 has and baseline x86-64 lacks:
- * chosen at run time. */
+#if defined(HAVE_SSSE3_TARGET)
+/* Four pixels per byte shuffle (R, G, B, zero each). */
 __attribute__((target("ssse3"))) static void write_ids_ssse3(const uint8_t *row, Py_ssize_t width,
                                                              Py_ssize_t channels, int32_t *out) {
   const __m128i rgb = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
@@ -224,17 +318,9 @@ __attribute__((target("ssse3"))) static void write_ids_ssse3(const uint8_t *row,
   }
   write_ids_scalar(row, width, channels, out, x);
 }
-
-static int has_ssse3(void) {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("ssse3");
-}
 #else
-static int has_ssse3(void) { return 0; }
 #define write_ids_ssse3(row, width, channels, out) write_ids_scalar(row, width, channels, out, 0)
 #endif
-
-static int use_ssse3 = 0; /* set when the module loads */
 
 /* out[x] = R + 256 G + 256^2 B of pixel x of an RGB(A) row (alpha ignored). */
 static void write_ids(const uint8_t *row, Py_ssize_t width, Py_ssize_t channels, int32_t *out) {
@@ -271,7 +357,8 @@ static int png_rows_through(png_rows *png, Py_ssize_t y) {
     Py_ssize_t r = png->done;
     uint8_t *line = png_row(png, r) - 1;
     const uint8_t *prev = r ? line - png->stride : png->zeros;
-    if (line[0] == 4 && r + 1 < png->height && line[png->stride + 1] == 4) {
+    /* Paeth pairs help the per-pixel loop only; the SSSE3 path takes rows one at a time. */
+    if (!use_ssse3 && line[0] == 4 && r + 1 < png->height && line[png->stride + 1] == 4) {
       paeth_pair(line + 1, line + png->stride + 2, prev, png->stride, png->channels);
       png->done += 2;
     } else if (unfilter_row(line[0], line + 1, prev, png->stride, png->channels)) {
