@@ -742,6 +742,14 @@ static PyObject *count_pngs(PyObject *self, PyObject *args) {
   return result;
 }
 
+static PyObject *simd(PyObject *self, PyObject *args) {
+  int flag = -1, before = use_ssse3;
+  (void)self;
+  if (!PyArg_ParseTuple(args, "|p", &flag)) return NULL;
+  if (flag >= 0) use_ssse3 = flag && has_ssse3();
+  return PyBool_FromLong(before);
+}
+
 static PyMethodDef methods[] = {
     {"unfilter", unfilter, METH_VARARGS,
      "unfilter(raw, height, width, channels, rgb_ids, out): undo the row filters of inflated 8-bit\n"
@@ -759,6 +767,10 @@ static PyMethodDef methods[] = {
      "pred_table[pred id]) pairs and to label_counts (int64 [R, L]) those of (gt_table[gt id],\n"
      "label_table[label]); ids outside a table map to its *_other.  gt_map / pred_map (int32\n"
      "[height * width], or None) receive the ids."},
+    {"simd", simd, METH_VARARGS,
+     "simd([on]) -> bool: whether the SSSE3 loops are in use (before the call); simd(False) makes\n"
+     "every call take the baseline loops, simd(True) the SSSE3 ones where the CPU has them (tests\n"
+     "compare both).  Not for use while other threads decode."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
