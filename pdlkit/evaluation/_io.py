@@ -111,8 +111,8 @@ def _scratch(nbytes: int):
     finally:
         with _SCRATCH_LOCK:
             _IDLE_SCRATCH.append(buffer)
-            if len(_IDLE_SCRATCH) > _MAX_IDLE_SCRATCH:
-                _IDLE_SCRATCH.remove(min(_IDLE_SCRATCH, key=lambda b: b.size))
+            if len(_IDLE_SCRATCH) > _MAX_IDLE_SCRATCH:  # keep the largest
+                del _IDLE_SCRATCH[min(range(len(_IDLE_SCRATCH)), key=lambda k: _IDLE_SCRATCH[k].size)]
 
 
 _MAX_IDLE_SCRATCH = 12  # 3 files an image, a few threads

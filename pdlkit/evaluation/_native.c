@@ -25,19 +25,25 @@
 #include <emmintrin.h>
 #endif
 
-/* SSSE3 (byte shuffles) is not in baseline x86-64: functions that use it are compiled for it
- * with a target attribute and chosen at run time. */
+/* SSSE3 (byte shuffles) and AVX-512 are not in baseline x86-64: functions that use them are
+ * compiled for them with target attributes and chosen at run time by simd_level: 0 baseline
+ * (SSE2 on x86-64), 1 SSSE3, 2 SSSE3 + AVX-512 (F, BW, VL). */
 #if defined(__SSE2__) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define HAVE_SSSE3_TARGET 1
-#include <tmmintrin.h>
-static int has_ssse3(void) {
+#include <immintrin.h>
+static int best_simd_level(void) {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("ssse3");
+  if (!__builtin_cpu_supports("ssse3")) return 0;
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("popcnt"))
+    return 1;
+  return 2;
 }
 #else
-static int has_ssse3(void) { return 0; }
+static int best_simd_level(void) { return 0; }
 #endif
-static int use_ssse3 = 0; /* set when the module loads */
+static int simd_level = 0; /* set when the module loads */
+#define use_ssse3 (simd_level >= 1)
 
 /* The Paeth predictor as two compare-and-select steps (ties favour a, then b), which compile to
  * conditional moves: on noisy rows a branchy version mispredicts about every byte.
@@ -598,20 +604,65 @@ static inline Py_ssize_t append_ends(uint32_t bits, int32_t x, int32_t *ends, Py
 DEFINE_ADD_RUNS(add_runs_ii, int32_t)
 DEFINE_ADD_RUNS(add_runs_ib, uint8_t)
 
+/* Where runs end in pixels 1.. of a row, 16 pixels a step (while x + 16 <= n): (gt a, pred b)
+ * runs into joint_ends, (gt a, label l) runs into label_ends when l is given.  Returns the first
+ * pixel not examined. */
+static Py_ssize_t row_ends_sse2(const int32_t *a, const int32_t *b, const uint8_t *l, Py_ssize_t n,
+                                int32_t *joint_ends, Py_ssize_t *joint_count, int32_t *label_ends,
+                                Py_ssize_t *label_count) {
+  Py_ssize_t x = 1;
+#if defined(__SSE2__) && defined(__GNUC__)
+  for (; x + 16 <= n; x += 16) {
+    const uint32_t gt_changes = changes_i32(a + x);
+    *joint_count = append_ends(gt_changes | changes_i32(b + x), (int32_t)x, joint_ends, *joint_count);
+    if (l) *label_count = append_ends(gt_changes | changes_u8(l + x), (int32_t)x, label_ends, *label_count);
+  }
+#else
+  (void)a, (void)b, (void)l, (void)n, (void)joint_ends, (void)joint_count, (void)label_ends, (void)label_count;
+#endif
+  return x;
+}
+
+#if defined(HAVE_SSSE3_TARGET)
+/* row_ends_sse2 with one 16-lane compare per map into a mask and the positions of its set bits
+ * packed by a compress, stored whole (spare lanes are overwritten later): no loop over the bits. */
+__attribute__((target("avx512f,avx512bw,avx512vl,popcnt"))) static Py_ssize_t row_ends_avx512(
+    const int32_t *a, const int32_t *b, const uint8_t *l, Py_ssize_t n, int32_t *joint_ends,
+    Py_ssize_t *joint_count, int32_t *label_ends, Py_ssize_t *label_count) {
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  Py_ssize_t x = 1, jc = *joint_count, lc = *label_count;
+  for (; x + 16 <= n; x += 16) {
+    const __m512i at = _mm512_add_epi32(_mm512_set1_epi32((int)x), lanes);
+    const __mmask16 gt_changes =
+        _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(a + x), _mm512_loadu_si512(a + x - 1));
+    const __mmask16 joint = gt_changes | _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(b + x),
+                                                                  _mm512_loadu_si512(b + x - 1));
+    _mm512_storeu_si512(joint_ends + jc, _mm512_maskz_compress_epi32(joint, at));
+    jc += __builtin_popcount(joint);
+    if (l) {
+      const __mmask16 label = gt_changes | _mm_cmpneq_epi8_mask(_mm_loadu_si128((const __m128i *)(l + x)),
+                                                                _mm_loadu_si128((const __m128i *)(l + x - 1)));
+      _mm512_storeu_si512(label_ends + lc, _mm512_maskz_compress_epi32(label, at));
+      lc += __builtin_popcount(label);
+    }
+  }
+  *joint_count = jc;
+  *label_count = lc;
+  return x;
+}
+#else
+#define row_ends_avx512 row_ends_sse2
+#endif
+
 /* One row of n pixels counted: where (gt a, pred b) runs end and where (gt a, label l) runs end
  * (l may be NULL), found 16 pixels at a time by comparing each map with itself a pixel over, then
  * each histogram's runs added.  ends: room for 2 (n + 16) entries. */
 static void count_row(const png_counts *c, const int32_t *a, const int32_t *b, const uint8_t *l,
                       Py_ssize_t n, int32_t *ends) {
   int32_t *joint_ends = ends, *label_ends = ends + n + 16;
-  Py_ssize_t joint_count = 0, label_count = 0, x = 1;
-#if defined(__SSE2__) && defined(__GNUC__)
-  for (; x + 16 <= n; x += 16) {
-    const uint32_t gt_changes = changes_i32(a + x);
-    joint_count = append_ends(gt_changes | changes_i32(b + x), (int32_t)x, joint_ends, joint_count);
-    if (l) label_count = append_ends(gt_changes | changes_u8(l + x), (int32_t)x, label_ends, label_count);
-  }
-#endif
+  Py_ssize_t joint_count = 0, label_count = 0, x;
+  x = (simd_level >= 2 ? row_ends_avx512 : row_ends_sse2)(a, b, l, n, joint_ends, &joint_count, label_ends,
+                                                          &label_count);
   for (; x < n; ++x) {
     if (a[x] != a[x - 1] || b[x] != b[x - 1]) joint_ends[joint_count++] = (int32_t)x;
     if (l && (a[x] != a[x - 1] || l[x] != l[x - 1])) label_ends[label_count++] = (int32_t)x;
@@ -743,11 +794,11 @@ static PyObject *count_pngs(PyObject *self, PyObject *args) {
 }
 
 static PyObject *simd(PyObject *self, PyObject *args) {
-  int flag = -1, before = use_ssse3;
+  int level = -1, before = simd_level, best = best_simd_level();
   (void)self;
-  if (!PyArg_ParseTuple(args, "|p", &flag)) return NULL;
-  if (flag >= 0) use_ssse3 = flag && has_ssse3();
-  return PyBool_FromLong(before);
+  if (!PyArg_ParseTuple(args, "|i", &level)) return NULL;
+  if (level >= 0) simd_level = level < best ? level : best;
+  return PyLong_FromLong(before);
 }
 
 static PyMethodDef methods[] = {
@@ -768,15 +819,15 @@ static PyMethodDef methods[] = {
      "label_table[label]); ids outside a table map to its *_other.  gt_map / pred_map (int32\n"
      "[height * width], or None) receive the ids."},
     {"simd", simd, METH_VARARGS,
-     "simd([on]) -> bool: whether the SSSE3 loops are in use (before the call); simd(False) makes\n"
-     "every call take the baseline loops, simd(True) the SSSE3 ones where the CPU has them (tests\n"
-     "compare both).  Not for use while other threads decode."},
+     "simd([level]) -> int: the level of the loops in use before the call (0 baseline, 1 SSSE3,\n"
+     "2 AVX-512); with a level, use that one, or the best this CPU has below it (tests compare\n"
+     "them).  Not for use while other threads decode."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
                                     "pdl eval's pixel loops, run without the GIL", -1, methods};
 
 PyMODINIT_FUNC PyInit__native(void) {
-  use_ssse3 = has_ssse3();
+  simd_level = best_simd_level();
   return PyModule_Create(&module);
 }

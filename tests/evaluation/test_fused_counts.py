@@ -16,13 +16,13 @@ needs_fast = pytest.mark.skipif(_io._FAST_DECODE is None or _io._COUNT_PNGS is N
 pytestmark = needs_fast
 
 
-@pytest.fixture(params=[True, False], ids=["ssse3", "baseline"])
+@pytest.fixture(params=[2, 1, 0], ids=["avx512", "ssse3", "baseline"])
 def simd(request):
-    """Run the test with the SSSE3 loops (where the CPU has them) and with the baseline loops."""
+    """Run the test with the AVX-512, the SSSE3 and the baseline loops (those the CPU has)."""
     before = native.simd(request.param)
-    if request.param and not native.simd(True):
+    if native.simd(request.param) != request.param:
         native.simd(before)
-        pytest.skip("this CPU has no SSSE3")
+        pytest.skip("this CPU lacks the instructions of that level")
     yield request.param
     native.simd(before)
 
@@ -150,6 +150,23 @@ def test_count_files_leaves_disagreeing_predictions_to_the_maps(tmp_path):
     with pytest.raises(DataError, match="twice"):
         count_files(gt, gt_segments, pred, gt_segments + gt_segments[:1], image_id="x")
     np.testing.assert_array_equal(segment_ids(gt_segments), [0, 5, 6])
+
+
+def test_scratch_pool_lends_distinct_buffers_and_keeps_the_largest(monkeypatch):
+    import contextlib
+
+    monkeypatch.setattr(_io, "_IDLE_SCRATCH", [])
+    with _io._scratch(10) as first, _io._scratch(10) as second:
+        assert first.size == second.size == 10 and not np.shares_memory(first, second)
+        first[:] = 1
+    with _io._scratch(4) as again:  # an idle buffer, not a new one
+        assert np.shares_memory(again, first) or np.shares_memory(again, second)
+    sizes = [100 + k for k in range(_io._MAX_IDLE_SCRATCH + 3)]
+    with contextlib.ExitStack() as stack:
+        lent = [stack.enter_context(_io._scratch(n)) for n in sizes]
+        assert not any(np.shares_memory(a, b) for k, a in enumerate(lent) for b in lent[k + 1 :])
+    kept = sorted(b.size for b in _io._IDLE_SCRATCH)
+    assert kept == sorted(sizes)[-_io._MAX_IDLE_SCRATCH :]
 
 
 # ------------------------------------------------------------------------------------- bad input
