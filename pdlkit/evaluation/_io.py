@@ -15,7 +15,7 @@ import struct
 import threading
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
@@ -416,16 +416,32 @@ def load_ground_truth(data_root: str | os.PathLike, split: str) -> Dict[str, Any
             "label_ids": label_ids, "instance_ids": instance_ids}
 
 
+class _SplitFiles(Mapping):
+    """``{image_id: path}`` of ``split_dir/<city>/<image_id><suffix>``, listed on first use: the
+    folder walk is a serial cost of every evaluation, and scoring without AP never needs it."""
+
+    def __init__(self, split_dir: Path, suffix: str) -> None:
+        self._split_dir, self._suffix, self._files = split_dir, suffix, None
+
+    def _listed(self) -> Dict[str, Path]:
+        if self._files is None:
+            found = self._split_dir.glob(f"*/*{self._suffix}") if self._split_dir.is_dir() else ()
+            self._files = {path.name[: -len(self._suffix)]: path for path in found}
+        return self._files
+
+    def __getitem__(self, image_id: str) -> Path:
+        return self._listed()[image_id]
+
+    def __iter__(self):
+        return iter(self._listed())
+
+    def __len__(self) -> int:
+        return len(self._listed())
+
+
 def _cityscapes_label_files(split_dir: Path) -> tuple:
     """({image_id: *_gtFine_labelIds.png}, {image_id: *_gtFine_instanceIds.png}) of one split."""
-    label_ids: Dict[str, Path] = {}
-    instance_ids: Dict[str, Path] = {}
-    if split_dir.is_dir():
-        for path in split_dir.glob("*/*_gtFine_labelIds.png"):
-            label_ids[path.name[: -len("_gtFine_labelIds.png")]] = path
-        for path in split_dir.glob("*/*_gtFine_instanceIds.png"):
-            instance_ids[path.name[: -len("_gtFine_instanceIds.png")]] = path
-    return label_ids, instance_ids
+    return _SplitFiles(split_dir, "_gtFine_labelIds.png"), _SplitFiles(split_dir, "_gtFine_instanceIds.png")
 
 
 def _check_prediction(json_path: Path, annotation: Any) -> None:

@@ -169,6 +169,20 @@ def test_scratch_pool_lends_distinct_buffers_and_keeps_the_largest(monkeypatch):
     assert kept == sorted(sizes)[-_io._MAX_IDLE_SCRATCH :]
 
 
+def test_split_files_are_listed_when_first_used(tmp_path):
+    split = tmp_path / "gtFine" / "val"
+    files = _io._SplitFiles(split, "_gtFine_instanceIds.png")
+    for city, name in (("aachen", "aachen_000001_000019"), ("bochum", "bochum_000002_000019")):
+        (split / city).mkdir(parents=True, exist_ok=True)
+        (split / city / f"{name}_gtFine_instanceIds.png").write_bytes(b"")
+        (split / city / f"{name}_gtFine_labelIds.png").write_bytes(b"")
+    # made before the files existed, listed at the first look
+    assert dict(files) == {"aachen_000001_000019": split / "aachen" / "aachen_000001_000019_gtFine_instanceIds.png",
+                           "bochum_000002_000019": split / "bochum" / "bochum_000002_000019_gtFine_instanceIds.png"}
+    assert "bochum_000002_000019" in files and files.get("x") is None and len(files) == 2
+    assert len(_io._SplitFiles(tmp_path / "absent", "_gtFine_instanceIds.png")) == 0
+
+
 # ------------------------------------------------------------------------------------- bad input
 def _arguments(height=2, width=3):
     """Valid count_pngs arguments for an all-zero RGB pair with labels."""
