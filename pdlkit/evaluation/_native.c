@@ -1,5 +1,5 @@
-/* The two pixel loops of pdl eval (module pdlkit.evaluation._native): PNG row unfiltering and
- * the joint histogram of two label maps.
+/* The pixel loops of pdl eval (module pdlkit.evaluation._native): PNG row unfiltering, the joint
+ * histogram of two label maps, and both fused into one pass over an image's files.
  *
  * Unfiltering: Python parses the chunks and inflates the image data (libdeflate or zlib-ng, from
  * imagecodecs); this module undoes the per-row filters (PNG specification, section 9) in place
@@ -10,6 +10,13 @@
  * lookup tables over the raw ids, so neither map is first converted to indices; runs of equal
  * pairs (long in label images) are counted at once.
  *
+ * count_pngs: the ground-truth and predicted panoptic PNGs (and a semantic label PNG) of one
+ * image unfiltered row by row in lockstep, each row counted into PQ's joint histogram and the
+ * (ground-truth segment, label) histogram while it is in the cache, so no [H, W] map is written
+ * or read again (unless the caller keeps the maps for AP).
+ *
+ * Loops that gain from SSSE3 or AVX-512 have such versions beside the baseline ones, compiled
+ * with target attributes and chosen when the module loads (simd() reports or lowers the level).
  * It is plain C with no torch dependency: `pdl eval` on a folder of files never imports torch.
  * The work runs without the GIL, so images decode in parallel threads.  The source is valid C and
  * C++ (torch's BuildExtension, which builds every extension of setup.py, compiles it as C++).
