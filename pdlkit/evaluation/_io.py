@@ -111,11 +111,17 @@ def _scratch(nbytes: int):
     finally:
         with _SCRATCH_LOCK:
             _IDLE_SCRATCH.append(buffer)
-            if len(_IDLE_SCRATCH) > _MAX_IDLE_SCRATCH:  # keep the largest
-                del _IDLE_SCRATCH[min(range(len(_IDLE_SCRATCH)), key=lambda k: _IDLE_SCRATCH[k].size)]
+            # Keep the largest (their page faults cost the most) within a count and a byte budget.
+            kept, total = [], 0
+            for idle in sorted(_IDLE_SCRATCH, key=lambda b: -b.size):
+                if len(kept) < _MAX_IDLE_SCRATCH and total + idle.size <= _MAX_IDLE_BYTES:
+                    kept.append(idle)
+                    total += idle.size
+            _IDLE_SCRATCH[:] = kept
 
 
 _MAX_IDLE_SCRATCH = 12  # 3 files an image, a few threads
+_MAX_IDLE_BYTES = 256 << 20  # what stays allocated between evaluations
 
 
 _THREAD_BUFFERS = threading.local()

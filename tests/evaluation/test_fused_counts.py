@@ -167,6 +167,10 @@ def test_scratch_pool_lends_distinct_buffers_and_keeps_the_largest(monkeypatch):
         assert not any(np.shares_memory(a, b) for k, a in enumerate(lent) for b in lent[k + 1 :])
     kept = sorted(b.size for b in _io._IDLE_SCRATCH)
     assert kept == sorted(sizes)[-_io._MAX_IDLE_SCRATCH :]
+    monkeypatch.setattr(_io, "_MAX_IDLE_BYTES", 250)  # the byte budget: the largest that fit
+    with _io._scratch(120), _io._scratch(300):
+        pass
+    assert [b.size for b in _io._IDLE_SCRATCH] == [120, 114]
 
 
 def test_split_files_are_listed_when_first_used(tmp_path):
