@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -219,7 +220,8 @@ def main(argv=None) -> int:
         return 1
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
     print(f"device {device}, torch threads {torch.get_num_threads()}, torch {torch.__version__}; "
-          f"median of {args.repeats} (native) / {args.reference_repeats} (baselines) runs")
+          f"median of {args.repeats} (native) / {args.reference_repeats} (baselines) runs; "
+          f"load average {load_average()} (on a busy machine the wall clock is inflated)")
     rows = []
     for height, width in sizes:
         scene = make_scene(height, width, args.seed)
@@ -268,6 +270,14 @@ def main(argv=None) -> int:
           f"{cpu_column}: median process CPU time of one native call, all threads together.")
     print_targets(rows, device, args.threads)
     return 0
+
+
+def load_average() -> str:
+    """The 1-minute load average over the CPU count, or "n/a" where the OS has none."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    except (AttributeError, OSError):
+        return "n/a"
 
 
 def time_batched(on: dict, size: str, args):

@@ -451,3 +451,40 @@ def test_native_with_several_threads_equals_reference():
                             panoptic_merge_reference(semantic, heatmap, offsets, things, **kwargs))
     finally:
         torch.set_num_threads(previous)
+
+
+@needs_native
+@pytest.mark.parametrize("width", [1, 7, 15, 16, 17, 33, 100, 259])
+@pytest.mark.parametrize("num_classes", [3, 9, 17, 33, 40])
+def test_native_equals_reference_at_vector_edges(width, num_classes):
+    """Widths around the 8- and 16-pixel blocks (vector tails; rows misaligned for the streaming
+    stores) and class counts around the slot tables held in registers (8 entries for AVX2, 16 and
+    32 for AVX-512; more classes take a gather)."""
+    labels, logits, heatmap, offsets, things = make_scene(width * 100 + num_classes, 23, width, num_classes, 15,
+                                                          0.5, 5)
+    things = things or [num_classes - 1]
+    for semantic in (logits, labels):
+        kwargs = dict(stuff_area=5, nms_kernel=3, top_k=50)
+        assert_same(panoptic_merge(semantic, heatmap, offsets, things, backend="native", **kwargs),
+                    panoptic_merge_reference(semantic, heatmap, offsets, things, **kwargs))
+
+
+@needs_native
+def test_thread_count_changes_no_output_bit():
+    """Threads take blocks of rows as they free up, so which thread sums which rows varies; every
+    per-thread total is an integer (probabilities in fixed point), so 1, 2 and 3 threads give
+    bit-identical outputs, class scores included."""
+    labels, logits, heatmap, offsets, things = make_scene(5, 300, 259, 19, 150, 0.5, 5)  # 5 blocks of rows
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(panoptic_merge(logits, heatmap, offsets, things, stuff_area=50, nms_kernel=3,
+                                          backend="native"))
+    finally:
+        torch.set_num_threads(previous)
+    assert len(results[0]) >= 5
+    for other in results[1:]:
+        for field in INT_FIELDS + FLOAT_FIELDS:
+            assert torch.equal(getattr(other, field), getattr(results[0], field)), field

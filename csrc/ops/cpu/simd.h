@@ -1,14 +1,14 @@
 // Instruction-set selection for the CPU kernels.  The library is compiled for baseline x86-64; the
 // hand-vectorised loops carry PDL_TARGET_* attributes and are chosen once, at the first call, by
-// these probes, so one binary runs everywhere and uses AVX-512 / AVX2 where the CPU has them.  SSE2
-// is part of x86-64 itself.  Every path computes the same float operations in the same order, so
-// results do not depend on the path taken.
+// these probes, so one binary runs everywhere and uses AVX-512 / AVX2 where the CPU has them (the
+// AVX2 level includes FMA, as every AVX2 CPU does).  SSE2 is part of x86-64 itself.  Every path
+// computes the same float operations in the same order, so results do not depend on the path taken.
 #pragma once
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define PDL_X86 1
 #include <immintrin.h>
-#define PDL_TARGET_AVX2 __attribute__((target("avx2")))
+#define PDL_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define PDL_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 #else
 #define PDL_X86 0
