@@ -9,6 +9,12 @@
 #include "../panoptic_merge.h"
 #include "simd.h"
 
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12's AVX-512 headers build some conversions on _mm512_undefined_*(), which -Wall then reports
+// as maybe uninitialised once they are inlined here: a false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace pdlkit {
 namespace merge_rows {
 namespace {
