@@ -10,6 +10,10 @@ rounding, tested to 1e-3 on the logits):
   an ``nn.Sequential`` (ResNet shortcuts, MobileNetV3 blocks).
 - channels-last (NHWC) memory format: oneDNN's convolutions run without reordering the tensors.
 - ``torch.compile``: fuses the pointwise tails; the first call of each input size compiles (slow).
+- fused oneDNN convs (:func:`fuse_for_cpu`, with both of the above on the CPU): each conv's ReLU and
+  the ResNet blocks' residual sum run inside the conv, weights are packed once into oneDNN's layout,
+  and the ASPP's dilated depthwise convs run space-to-batch (:class:`AtrousDepthwise`), which
+  oneDNN's depthwise kernel does not cover at rates 12 and 18.
 - bfloat16 on the CPU (``precision="bf16"``): the weights are converted once and the network runs
   in bfloat16 (oneDNN's AVX-512 BF16 / AMX kernels), its outputs cast back to float32.  This is
   several times faster than CPU autocast, which re-casts the weights at every call; it is not exact
@@ -23,7 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -111,7 +115,13 @@ class PackedConv(nn.Module):
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.relu = relu
-        self._packed: Tuple[Tuple[int, ...], torch.Tensor] = ((), self.weight)
+        self._packed: Tuple[tuple, Optional[torch.Tensor]] = ((), None)  # (input shape + dtype, weight)
+
+    def __getstate__(self):
+        # oneDNN's opaque tensors cannot be copied or pickled: a copy packs again on its first call
+        state = self.__dict__.copy()
+        state["_packed"] = ((), None)
+        return state
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
         key = (*x.shape, x.dtype)
@@ -269,7 +279,9 @@ def prepare_network(
     size_divisibility: -1 the model's own (its ``size_divisibility`` attribute, the output stride);
     0 no padding; N pad to multiples of N.  A model whose ``forward`` takes ``size_divisibility`` is
     told not to pad again; any other network (e.g. an exported ONNX graph) pads to its own stride
-    inside, so the caller pads to a common multiple of both.  ``bf16_weights`` runs a bfloat16 copy.
+    inside, so the caller pads to a common multiple of both.  ``bf16_weights`` runs a bfloat16 copy
+    (and implies ``fold_bn`` and ``channels_last``).  With both of those on the CPU (and no
+    ``compile``), :func:`fuse_for_cpu` fuses the ReLUs and residual sums into the convs.
     The network takes float32 images ``[N, 3, H, W]`` and returns float32 maps.
     """
     own = int(getattr(model, "size_divisibility", 1) or 1)
@@ -278,6 +290,8 @@ def prepare_network(
     divisor = wanted if caller_pads else wanted * own // math.gcd(wanted, own)
     if not any(True for _ in model.parameters()):  # e.g. an onnxruntime session: nothing to rewrite
         fold_bn = channels_last = bf16_weights = False
+    if bf16_weights:  # the bf16 kernels want the folded, channels-last, fused network (folding is exact)
+        fold_bn = channels_last = True
     if not (fold_bn or channels_last or compile or caller_pads or bf16_weights):
         return divisor, model
     if fold_bn or channels_last or bf16_weights:
