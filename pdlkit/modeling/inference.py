@@ -115,7 +115,7 @@ class PackedConv(nn.Module):
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.relu = relu
-        self._packed: Tuple[tuple, Optional[torch.Tensor]] = ((), None)  # (input shape + dtype, weight)
+        self._packed: Tuple[tuple, Optional[torch.Tensor]] = ((), None)  # (input shape + dtypes, weight)
 
     def __getstate__(self):
         # oneDNN's opaque tensors cannot be copied or pickled: a copy packs again on its first call
@@ -124,14 +124,14 @@ class PackedConv(nn.Module):
         return state
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        key = (*x.shape, x.dtype)
+        key = (*x.shape, x.dtype, self.weight.data_ptr(), self.weight.dtype)  # a .to() after packing repacks
         if self._packed[0] != key:
             packed = torch.ops.mkldnn._reorder_convolution_weight(
                 self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
             self._packed = (key, packed)
         return self._packed[1]
 
-    def forward(self, x: torch.Tensor, other: torch.Tensor = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, other: Optional[torch.Tensor] = None) -> torch.Tensor:
         weight = self._packed_weight(x)
         if other is None:
             return torch.ops.mkldnn._convolution_pointwise(
