@@ -217,28 +217,28 @@ _BIG_VARIANTS = ("eager fp32", "fold BN + channels-last", "bf16 (fold + channels
 
 def _time_network_speedups(config_name: str, size, iterations: int, use_compile: bool, only=None):
     """[(variant, best seconds, speed-up over eager fp32, max |logit difference|, max |eager logit|)];
-    ``only``: the variant names to time (default all)."""
+    ``only``: the variant names to time (default all).
+
+    The variants are timed in rounds (one forward of each per round, ``iterations`` rounds) and
+    each keeps its best: on a shared machine the load changes over minutes, and timing one variant
+    after the other would credit whichever ran in a quiet spell."""
     model = _bench_model(config_name)
     images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
-    rows, reference, eager_time = [], None, None
-    for name, make in _network_variants(model, use_compile):
-        if only is not None and name not in only and "compile" not in name:
-            continue
-        network = make()
-        with torch.inference_mode():
-            network(images)  # warm-up (oneDNN primitive caches; torch.compile compiles here)
-            times = []
-            for _ in range(iterations):
+    networks = [(name, make()) for name, make in _network_variants(model, use_compile)
+                if only is None or name in only or "compile" in name]
+    times = {name: [] for name, _ in networks}
+    logits = {}
+    with torch.inference_mode():
+        for name, network in networks:
+            logits[name] = network(images)["semantic"].float()  # warm-up (oneDNN caches; compiles here)
+        for _ in range(iterations):
+            for name, network in networks:
                 start = time.perf_counter()
-                out = network(images)
-                times.append(time.perf_counter() - start)
-        logits = out["semantic"].float()
-        if reference is None:
-            reference, eager_time = logits, min(times)
-        rows.append((name, min(times), eager_time / min(times), float((logits - reference).abs().max()),
-                     float(reference.abs().max())))
-        del network
-    return rows
+                network(images)
+                times[name].append(time.perf_counter() - start)
+    reference, eager_time = logits[networks[0][0]], min(times[networks[0][0]])
+    return [(name, min(times[name]), eager_time / min(times[name]), float((logits[name] - reference).abs().max()),
+             float(reference.abs().max())) for name, _ in networks]
 
 
 def _print_speedups(title: str, rows) -> None:

@@ -7,14 +7,17 @@ bare ``Predictor`` on the same images, and the memory of a run over many tiny im
 - "many tiny images": ``--many`` 8x8 images through ``predict_paths``: the peak of decoded images
   in flight (bounded by the queues) and the growth of the process's peak resident memory.
 
-Random weights of configs/toy.yaml (speed does not depend on their values).
+Random weights of configs/toy.yaml (speed does not depend on their values).  ``--compare-nice``
+adds a "pdl predict" row with the loader and writer threads at the network's own priority (the
+default lowers them; see pdlkit.inference.runner).
 
     python benchmarks/predict_pipeline.py [--threads 2] [--images 8] [--sizes 128x256,1024x2048]
-                                          [--write-threads 2] [--many 2000]
+                                          [--write-threads N] [--many 2000] [--compare-nice]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -56,12 +59,15 @@ def _write_folder(images, folder: Path) -> None:
         cv2.imwrite(str(folder / f"img_{k:06d}.png"), image)
 
 
-def compare(predictor, images, *, write_threads: int, repeats: int = 2) -> dict:
-    """Best-of-``repeats`` images/s of the bare Predictor and of predict_paths on the same images."""
-    from pdlkit.inference import predict_paths
+def compare(predictor, images, *, write_threads, repeats: int = 2, nice_values=(None,)) -> dict:
+    """Best-of-``repeats`` images/s of the bare Predictor and of predict_paths on the same images,
+    the latter with each of ``nice_values`` as the loader / writer threads' niceness (None: the
+    default), all interleaved in each round so that the machine's changing load falls on all."""
+    from pdlkit.inference import predict_paths, runner
 
+    default_nice = runner.BACKGROUND_NICENESS
     predictor(images[0])  # warm-up
-    bare, whole = [], []
+    bare, whole = [], {nice: [] for nice in nice_values}
     with tempfile.TemporaryDirectory(prefix="pdl_bench_pipeline_") as tmp:
         _write_folder(images, Path(tmp) / "in")
         for repeat in range(repeats):
@@ -69,10 +75,16 @@ def compare(predictor, images, *, write_threads: int, repeats: int = 2) -> dict:
             for image in images:
                 predictor.predict_batch([image])
             bare.append(len(images) / (time.perf_counter() - start))
-            summary = predict_paths(predictor, Path(tmp) / "in", Path(tmp) / f"out{repeat}",
-                                    progress=False, workers=write_threads)
-            whole.append(summary.images_per_second)
-    return {"bare": max(bare), "whole": max(whole), "ratio": max(whole) / max(bare)}
+            for nice in nice_values:
+                runner.BACKGROUND_NICENESS = default_nice if nice is None else nice
+                try:
+                    summary = predict_paths(predictor, Path(tmp) / "in", Path(tmp) / f"out{repeat}-{nice}",
+                                            progress=False, workers=write_threads)
+                finally:
+                    runner.BACKGROUND_NICENESS = default_nice
+                whole[nice].append(summary.images_per_second)
+    return {"bare": max(bare), "whole": {nice: max(v) for nice, v in whole.items()},
+            "ratio": {nice: max(v) / max(bare) for nice, v in whole.items()}}
 
 
 def many_tiny(predictor, count: int, *, write_threads: int) -> dict:
@@ -95,19 +107,29 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--sizes", default="128x256,1024x2048")
-    parser.add_argument("--write-threads", type=int, default=2)
+    parser.add_argument("--write-threads", type=int, default=None, help="default: predict_paths' own")
+    parser.add_argument("--compare-nice", action="store_true",
+                        help="also run pdl predict with the loader / writer threads at the network's priority")
     parser.add_argument("--many", type=int, default=2000, help="tiny images for the memory row; 0 skips")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     predictor = toy_predictor()
-    print(f"torch threads {torch.get_num_threads()}, writer threads {args.write_threads}, toy R18 random weights")
-    print("| size | images | Predictor images/s | pdl predict images/s | pdl predict / Predictor |")
-    print("|---|---|---|---|---|")
+    from pdlkit.inference import runner
+
+    nice_values = (None, 0) if args.compare_nice else (None,)
+    print(f"torch threads {torch.get_num_threads()}, writer threads {args.write_threads or 'default'}, toy R18 "
+          f"random weights, load average {os.getloadavg()[0]:.1f}")
+    print("| size | images | loader/writer niceness | Predictor images/s | pdl predict images/s | "
+          "pdl predict / Predictor |")
+    print("|---|---|---|---|---|---|")
     for size in args.sizes.split(","):
         height, width = (int(v) for v in size.lower().split("x"))
-        result = compare(predictor, _scenes(args.images, height, width), write_threads=args.write_threads)
-        print(f"| {height}x{width} | {args.images} | {result['bare']:.2f} | {result['whole']:.2f} | "
-              f"{100 * result['ratio']:.0f}% |")
+        result = compare(predictor, _scenes(args.images, height, width), write_threads=args.write_threads,
+                         nice_values=nice_values)
+        for nice in nice_values:
+            shown = f"+{runner.BACKGROUND_NICENESS} (default)" if nice is None else f"+{nice}"
+            print(f"| {height}x{width} | {args.images} | {shown} | {result['bare']:.2f} | "
+                  f"{result['whole'][nice]:.2f} | {100 * result['ratio'][nice]:.0f}% |")
     if args.many:
         row = many_tiny(predictor, args.many, write_threads=args.write_threads)
         print(f"\n{row['images']} images of 8x8: {row['images_per_s']:.0f} images/s, at most "

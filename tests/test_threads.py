@@ -40,10 +40,12 @@ def test_configure_threads(restore_threads):
         configure_threads(-2)
 
 
-def _wait_policy_after_importing_the_cli(env_value):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+def _wait_policy_after_importing_the_cli(env_value, spincount=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     if env_value is not None:
         env["OMP_WAIT_POLICY"] = env_value
+    if spincount is not None:
+        env["GOMP_SPINCOUNT"] = spincount
     code = "import os, pdlkit.cli.main; print(os.environ.get('OMP_WAIT_POLICY'))"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -52,3 +54,5 @@ def _wait_policy_after_importing_the_cli(env_value):
 def test_the_cli_makes_openmp_wait_passively_unless_told_otherwise():
     assert _wait_policy_after_importing_the_cli(None) == "PASSIVE"
     assert _wait_policy_after_importing_the_cli("ACTIVE") == "ACTIVE"
+    # a libgomp spin count set by the user is their wait policy: nothing is added to it
+    assert _wait_policy_after_importing_the_cli(None, spincount="300000") == "None"

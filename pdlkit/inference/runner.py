@@ -5,7 +5,11 @@ The work runs as a pipeline of bounded stages, so memory stays flat however many
     loader thread (decode ahead)  ->  main thread (network + merge, batches of equal-sized images)
       ->  pool of writer threads (segment ids, PNG / JSON encoding, atomic writes)
 
-OpenCV and numpy release the GIL while decoding and encoding, so the stages overlap.  A size change
+OpenCV and numpy release the GIL while decoding and encoding, so the stages overlap.  On Linux the
+loader and writer threads run at a lower priority (nice + ``BACKGROUND_NICENESS``): they need a few
+percent of the CPU, and at equal priority they preempt the network's OpenMP threads, whose every
+parallel region then waits for the one descheduled; lowered, they run in the network's gaps and
+still keep up (the network is the slow stage on the CPU).  A size change
 flushes the batch.  Every per-file problem (unreadable, too large, colliding id, a failed write) is
 reported by name and counted, never fatal.  Under ``torchrun`` (a ``torch.distributed`` process
 group is initialised) each rank predicts a strided share of the inputs and rank 0 writes
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +32,22 @@ from . import distributed
 from .io import DEFAULT_MAX_PIXELS, ScanResult, check_image_id, image_id_of, read_image, scan_images
 from .writers import PredictionWriter
 
-__all__ = ["PredictSummary", "predict_paths"]
+__all__ = ["PredictSummary", "predict_paths", "BACKGROUND_NICENESS"]
+
+BACKGROUND_NICENESS = 10  # CFS weight ~10x below the network's threads
+
+
+def _lower_this_thread_priority() -> None:
+    """Raise the calling thread's nice value by ``BACKGROUND_NICENESS`` (Linux: per thread;
+    elsewhere nothing, as setpriority there applies to the whole process)."""
+    by = BACKGROUND_NICENESS
+    if by <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError:  # e.g. a sandbox without setpriority: run at the normal priority
+        pass
 
 
 @dataclass
@@ -170,6 +190,7 @@ class _Pipeline:
 
     def load(self, items: Iterable[_Item]) -> None:
         """Loader thread: decode in order into ``decoded``; ``_END`` after the last."""
+        _lower_this_thread_priority()
         try:
             for item in items:
                 if self.stop.is_set():
@@ -189,6 +210,7 @@ class _Pipeline:
 
     def write(self) -> None:
         """Writer thread: encode and write each prediction; ``_END`` stops it."""
+        _lower_this_thread_priority()
         while True:
             entry = self.to_write.get()
             if entry is _END:
@@ -260,7 +282,10 @@ class _Pipeline:
 
 # ---------------------------------------------------------------------------------------- the run
 def _default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))
+    """Writer threads: half the usable cores (the network keeps the rest), 1 to 4."""
+    from pdlkit.threads import usable_cores
+
+    return max(1, min(4, usable_cores() // 2))
 
 
 def _finish(writer: PredictionWriter, summary: PredictSummary, completed: bool,

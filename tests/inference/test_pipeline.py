@@ -3,6 +3,8 @@ stages are bounded, so the decoded images alive at once do not grow with the num
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 
@@ -75,3 +77,37 @@ def test_summary_reports_images_per_second(predictor, tmp_path):
     assert summary.images_per_second == pytest.approx(3 / summary.seconds)
     assert str(summary).startswith("3 processed, 0 skipped (already done), 0 failed (")
     assert str(summary).endswith(" images/s)")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_loader_and_writers_run_below_the_network_priority(predictor, tmp_path, monkeypatch):
+    from pdlkit.inference import runner
+
+    def nice():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen = {}
+    real_write, real_read = PredictionWriter.write, runner.read_image
+
+    def write(self, *args, **kwargs):
+        seen.setdefault("writer", set()).add(nice())
+        return real_write(self, *args, **kwargs)
+
+    def read(*args, **kwargs):
+        seen.setdefault("loader", set()).add(nice())
+        return real_read(*args, **kwargs)
+
+    def network(image, *args, **kwargs):
+        seen.setdefault("network", set()).add(nice())
+        return real_predict(image, *args, **kwargs)
+
+    real_predict = predictor.predict_batch
+    monkeypatch.setattr(PredictionWriter, "write", write)
+    monkeypatch.setattr(runner, "read_image", read)
+    monkeypatch.setattr(predictor, "predict_batch", network)
+    before = nice()
+    summary = predict_paths(predictor, _folder(tmp_path / "in", 6), tmp_path / "out", workers=2, progress=False)
+    assert summary.processed == 6
+    lowered = min(19, before + runner.BACKGROUND_NICENESS)
+    assert seen == {"writer": {lowered}, "loader": {lowered}, "network": {before}}
+    assert nice() == before  # the caller's thread keeps its priority

@@ -108,3 +108,69 @@ def test_compiled_network_equals_eager():
         want, got = model(images), network(images)
     for key in ("semantic", "center", "offset"):
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-3)
+
+
+needs_onednn = pytest.mark.skipif(not (torch.backends.mkldnn.is_available()
+                                       and hasattr(torch.ops.mkldnn, "_convolution_pointwise")),
+                                  reason="this PyTorch has no oneDNN fused convolutions")
+
+
+@needs_onednn
+@pytest.mark.parametrize("rate,kernel,size", [(2, 3, (9, 14)), (6, 3, (16, 32)), (12, 3, (7, 11)),
+                                              (18, 3, (32, 64)), (4, 5, (13, 10))])
+@pytest.mark.parametrize("relu", [False, True])
+def test_atrous_depthwise_equals_the_dilated_conv(rate, kernel, size, relu):
+    from pdlkit.modeling.inference import AtrousDepthwise
+
+    torch.manual_seed(rate)
+    conv = nn.Conv2d(8, 8, kernel, padding=rate * (kernel // 2), dilation=rate, groups=8).eval()
+    x = torch.randn(2, 8, *size).contiguous(memory_format=torch.channels_last)
+    want = conv(x)
+    want = torch.relu(want) if relu else want
+    with torch.no_grad():
+        got = AtrousDepthwise(conv, relu)(x)
+    assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@needs_onednn
+def test_packed_conv_fuses_relu_and_the_residual_sum_and_repacks_per_size():
+    from pdlkit.modeling.inference import PackedConv
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 24, 3, stride=2, padding=2, dilation=2).eval()
+    packed = PackedConv(conv, relu=True)
+    with torch.no_grad():
+        for size in ((20, 30), (11, 17), (20, 30)):
+            x = torch.randn(1, 16, *size).contiguous(memory_format=torch.channels_last)
+            other = torch.randn_like(conv(x)).contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(packed(x), torch.relu(conv(x)), rtol=0, atol=1e-5)
+            torch.testing.assert_close(packed(x, other), torch.relu(conv(x) + other), rtol=0, atol=1e-5)
+    plain = PackedConv(conv, relu=False)
+    x = torch.randn(1, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert (plain(x) < 0).any()
+        torch.testing.assert_close(plain(x), conv(x), rtol=0, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("backbone,dsconv", [("resnet18", True), ("resnet50", True), ("resnet52", False),
+                                             ("mobilenet_v3_large", True)])
+def test_fused_network_equals_eager_fp32(backbone, dsconv):
+    from pdlkit.modeling.inference import AtrousDepthwise
+
+    model = _small_model(backbone, dsconv)
+    _, network = prepare_network(model, -1, fold_bn=True, channels_last=True)
+    kinds = {type(m).__name__ for m in network.modules()}
+    assert "PackedConv" in kinds
+    # the ASPP's depthwise-separable atrous branches (rates 6, 12, 18) run space-to-batch
+    assert (sum(isinstance(m, AtrousDepthwise) for m in network.modules()) == 6) == dsconv
+    if backbone.startswith("resnet"):
+        assert "_FusedBlock" in kinds and not kinds & {"BasicBlock", "Bottleneck"}
+    images = torch.randn(1, 3, 80, 112, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want, got = model(images), network(images)
+        copy.deepcopy(network)(images)  # packed weights survive a copy
+    for key in ("semantic", "center", "offset"):
+        # within 1e-3, or float32 rounding of the deep-stem model's logits of ~100
+        torch.testing.assert_close(got[key], want[key], rtol=2e-5, atol=1e-3)
