@@ -105,6 +105,20 @@ DEFINE_SUB_SIMD(3)
 DEFINE_SUB_SIMD(4)
 
 #if defined(HAVE_SSSE3_TARGET)
+/* One Sub step over the 16 bytes at p: the running byte sum within the lanes (log steps), plus
+ * the carry from the previous step; carry becomes this step's last pixel spread over the lanes. */
+#define SUB_STEP_SSSE3(BPP, p, carry, spread)                                                       \
+  do {                                                                                              \
+    __m128i x_ = _mm_loadu_si128((const __m128i *)(p));                                             \
+    x_ = _mm_add_epi8(x_, _mm_slli_si128(x_, BPP));                                                 \
+    if (2 * BPP < 16) x_ = _mm_add_epi8(x_, _mm_slli_si128(x_, (2 * BPP) & 15));                    \
+    if (4 * BPP < 16) x_ = _mm_add_epi8(x_, _mm_slli_si128(x_, (4 * BPP) & 15));                    \
+    if (8 * BPP < 16) x_ = _mm_add_epi8(x_, _mm_slli_si128(x_, (8 * BPP) & 15));                    \
+    x_ = _mm_add_epi8(x_, carry);                                                                   \
+    _mm_storeu_si128((__m128i *)(p), x_);                                                           \
+    (carry) = _mm_shuffle_epi8(x_, spread);                                                         \
+  } while (0)
+
 /* The Sub filter as a running sum with lag BPP bytes, 16 bytes a step whatever the pixel
  * boundaries: a log-step prefix sum inside the step, plus the previous step's last pixel spread
  * over the lanes by one byte shuffle (byte i takes byte 16 - BPP + i % BPP), so the serial chain
@@ -118,14 +132,7 @@ DEFINE_SUB_SIMD(4)
     for (i = 0; i < 16; ++i) pattern[i] = (uint8_t)(16 - BPP + i % BPP);                            \
     spread = _mm_loadu_si128((const __m128i *)pattern);                                             \
     for (i = 0; i + 16 <= n; i += 16) {                                                             \
-      __m128i x = _mm_loadu_si128((const __m128i *)(row + i));                                      \
-      x = _mm_add_epi8(x, _mm_slli_si128(x, BPP));                                                  \
-      if (2 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (2 * BPP) & 15));                     \
-      if (4 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (4 * BPP) & 15));                     \
-      if (8 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (8 * BPP) & 15));                     \
-      x = _mm_add_epi8(x, carry);                                                                   \
-      _mm_storeu_si128((__m128i *)(row + i), x);                                                    \
-      carry = _mm_shuffle_epi8(x, spread);                                                          \
+      SUB_STEP_SSSE3(BPP, row + i, carry, spread);                                                  \
     }                                                                                               \
     for (i = i > BPP ? i : BPP; i < n; ++i) row[i] = (uint8_t)(row[i] + row[i - BPP]);              \
     return n;                                                                                       \
@@ -176,16 +183,9 @@ DEFINE_SUB_SSSE3(4)
       const __m128i up = _mm_loadu_si128((const __m128i *)(prev + i));                              \
       const __m128i up_left = _mm_loadu_si128((const __m128i *)(prev + i - BPP));                   \
       if (_mm_movemask_epi8(_mm_cmpeq_epi8(up, up_left)) == 0xFFFF) {                               \
-        __m128i x = _mm_loadu_si128((const __m128i *)(row + i));                                    \
         if (!carry_known)                                                                           \
           carry = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(row + i - 16)), spread);       \
-        x = _mm_add_epi8(x, _mm_slli_si128(x, BPP));                                                \
-        if (2 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (2 * BPP) & 15));                   \
-        if (4 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (4 * BPP) & 15));                   \
-        if (8 * BPP < 16) x = _mm_add_epi8(x, _mm_slli_si128(x, (8 * BPP) & 15));                   \
-        x = _mm_add_epi8(x, carry);                                                                 \
-        _mm_storeu_si128((__m128i *)(row + i), x);                                                  \
-        carry = _mm_shuffle_epi8(x, spread);                                                        \
+        SUB_STEP_SSSE3(BPP, row + i, carry, spread);                                                \
         carry_known = 1;                                                                            \
       } else {                                                                                      \
         for (j = i; j < i + 16; ++j)                                                                \
