@@ -419,6 +419,14 @@ static Py_ssize_t unfilter_image(uint8_t *data, Py_ssize_t height, Py_ssize_t wi
   return y < height ? y : -1;
 }
 
+/* None for a decode that went through (bad_row -1), else NULL with the error set: out of memory
+ * (-2) or the first row with an unknown filter type. */
+static PyObject *row_status(Py_ssize_t bad_row) {
+  if (bad_row == -2) return PyErr_NoMemory();
+  if (bad_row >= 0) return PyErr_Format(PyExc_ValueError, "unknown PNG filter type in row %zd", bad_row);
+  Py_RETURN_NONE;
+}
+
 static PyObject *unfilter(PyObject *self, PyObject *args) {
   Py_buffer raw, out;
   Py_ssize_t height, width, channels, bad_row;
@@ -437,12 +445,7 @@ static PyObject *unfilter(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     bad_row = unfilter_image((uint8_t *)raw.buf, height, width, channels, ids, (uint8_t *)out.buf);
     Py_END_ALLOW_THREADS
-    if (bad_row == -2)
-      PyErr_NoMemory();
-    else if (bad_row >= 0)
-      PyErr_Format(PyExc_ValueError, "unknown PNG filter type in row %zd", bad_row);
-    else
-      result = Py_None, Py_INCREF(Py_None);
+    result = row_status(bad_row);
   }
   PyBuffer_Release(&raw);
   PyBuffer_Release(&out);
@@ -811,12 +814,7 @@ static PyObject *count_pngs(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     bad_row = count_images(&c);
     Py_END_ALLOW_THREADS
-    if (bad_row == -2)
-      PyErr_NoMemory();
-    else if (bad_row >= 0)
-      PyErr_Format(PyExc_ValueError, "unknown PNG filter type in row %zd", bad_row);
-    else
-      result = Py_None, Py_INCREF(Py_None);
+    result = row_status(bad_row);
   }
   release_arrays(a, 10);
   return result;
