@@ -11,6 +11,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pdlkit.errors import DataError
+from pdlkit.threads import usable_cores
 
 from ._io import load_ground_truth, load_predictions, read_label_png, read_panoptic_png
 from .coco_ap import image_instances, mask_ap
@@ -20,13 +21,6 @@ from .panoptic import PQStats, count_files, joint_histogram, pq_from_joint, pq_i
 from .semantic import confusion_from_segments, fold_joint, fold_segment_counts, iou_summary
 
 __all__ = ["evaluate_predictions", "score_images", "combine_shares", "EvalShare"]
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -272,7 +266,7 @@ def score_images(
     if shard is not None:
         pairs = pairs[shard[0]::shard[1]]
     tasks = _tasks(ground_truth, predictions, pairs, classes, ap_mode)
-    return _run(tasks, EvalShare.empty(classes, ap_mode), num_workers or _default_workers(), progress)
+    return _run(tasks, EvalShare.empty(classes, ap_mode), num_workers or usable_cores(), progress)
 
 
 def evaluate_predictions(

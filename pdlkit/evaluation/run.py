@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional
 from pdlkit.errors import DataError
 from pdlkit.io import read_json
 
-from .evaluate import EvalShare, combine_shares, evaluate_predictions, score_images
+from .evaluate import EvalShare, combine_shares, score_images
 
 __all__ = ["predict_and_evaluate", "evaluate_across_ranks", "spec_of_predictions", "dataset_kind"]
 
@@ -112,13 +112,11 @@ def predict_and_evaluate(
 def evaluate_across_ranks(data_root, split: str, predictions_dir, **kwargs) -> Dict:
     """:func:`evaluate_predictions` (same arguments) with the images shared among the ranks of a
     torchrun job (each scores every N-th image; ``predictions_dir`` must be readable by all) and
-    the statistics gathered: every rank returns the single-process numbers exactly.  Alone, it is
-    :func:`evaluate_predictions`."""
+    the statistics gathered: every rank returns the single-process numbers exactly (alone, those
+    of :func:`evaluate_predictions`)."""
     from pdlkit.inference.distributed import world
 
     rank, world_size = world()
-    if world_size == 1:
-        return evaluate_predictions(data_root, split, predictions_dir, **kwargs)
     if rank != 0:
         kwargs["progress"] = False
     return _gather_scores(lambda: score_images(data_root, split, predictions_dir, shard=(rank, world_size),

@@ -326,7 +326,8 @@ def predict_paths(
 
     input: an image file, a folder (searched recursively; sub-folders mirrored) or a glob.  Images
     already done (their per-image record exists) are skipped unless ``overwrite``.  ``max_pixels``
-    (None: no limit) refuses larger images by name; ``workers`` writer threads (default: up to 4).
+    (None: no limit) refuses larger images by name; ``workers`` writer threads (default: half the
+    usable cores, 1 to 4).
     Returns counts, ``(path, reason)`` for each image that failed and each entry the search passed
     over.  ``shard``: under torchrun, split the inputs across the ranks (False: this process
     predicts all of ``input`` and writes ``panoptic.json`` itself, as when alone).  Raises
